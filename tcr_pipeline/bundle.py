@@ -1,0 +1,148 @@
+"""A model bundle: a directory with everything needed to predict, and nothing to unpickle.
+
+``weights.pt``  the state dict, loadable with ``torch.load(weights_only=True)``
+``encoder.json`` the fitted encoder
+``card.json``   architecture, parameters, data sha256, per-epoch history and metrics
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from tcr_pipeline.config import EvaluateParams, ModelParams
+from tcr_pipeline.data import check_columns, read_table
+from tcr_pipeline.encoding import OneHotEncoder, PaperEncoder, load_encoder
+from tcr_pipeline.errors import InputError
+from tcr_pipeline.files import write_atomic, write_text_atomic
+from tcr_pipeline.models import build_model
+from tcr_pipeline.training import predict_scores
+
+WEIGHTS_FILE = "weights.pt"
+ENCODER_FILE = "encoder.json"
+CARD_FILE = "card.json"
+
+
+class ModelCard(BaseModel):
+    """What a model is, what it saw and how it did."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input_dim: int
+    model: ModelParams
+    train_params: dict[str, Any]
+    evaluate: EvaluateParams = EvaluateParams()
+    prepare_params: dict[str, Any] = Field(default_factory=dict)
+    data_sha256: str
+    created: float = Field(default_factory=time.time)
+    device: dict[str, Any] = Field(default_factory=dict)
+    history: list[dict[str, float]] = Field(default_factory=list)
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+@dataclass
+class Bundle:
+    """A loaded model ready to predict."""
+
+    model: nn.Module
+    encoder: PaperEncoder | OneHotEncoder
+    card: ModelCard
+    path: Path
+
+
+def save_bundle(
+    directory: Path | str, model: nn.Module, encoder: PaperEncoder | OneHotEncoder, card: ModelCard
+) -> Path:
+    """Write weights, encoder and card; the card goes last, so a bundle with a card is complete."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_atomic(directory / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    encoder.save(directory / ENCODER_FILE)
+    write_text_atomic(directory / CARD_FILE, card.model_dump_json(indent=2) + "\n")
+    return directory
+
+
+def load_card(directory: Path | str) -> ModelCard:
+    """Read a bundle's card."""
+    path = Path(directory) / CARD_FILE
+    try:
+        return ModelCard.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{directory}: not a model bundle (no {CARD_FILE})") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not a valid model card ({exc.__class__.__name__})") from None
+
+
+def load_bundle(directory: Path | str, device: str = "cpu") -> Bundle:
+    """Load a bundle's model (weights only, never arbitrary pickles) and encoder."""
+    directory = Path(directory)
+    card = load_card(directory)
+    model = build_model(card.input_dim, card.model)
+    state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return Bundle(model=model, encoder=load_encoder(directory / ENCODER_FILE), card=card, path=directory)
+
+
+def predict_frame(bundle: Bundle, frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:
+    """Score every row: all input columns plus ``score``, ``prediction`` and ``error``.
+
+    Rows the encoder cannot represent (bad characters, too long, empty values) get their
+    message in ``error`` and no score; the other rows are still scored.
+    """
+    problems = check_columns(frame, source, require_label=False)
+    if problems:
+        raise InputError(str(problems[0]))
+    frame = frame.reset_index(drop=True)
+    stripped = frame.copy()
+    errors: list[str | None] = [None] * len(frame)
+    for column in ("CDR3_alpha", "CDR3_beta", "V_alpha", "V_beta", "J_alpha", "J_beta", "Epitope", "MHC"):
+        stripped[column] = frame[column].astype(str).str.strip()
+        for i in np.flatnonzero((stripped[column] == "").to_numpy()):
+            errors[i] = errors[i] or f"{column}: empty value"
+    encoded = bundle.encoder.encode(stripped)
+    errors = [mine or theirs for mine, theirs in zip(errors, encoded.errors, strict=True)]
+    valid = np.array([e is None for e in errors], dtype=bool)
+    scores = np.full(len(frame), np.nan)
+    if valid.any():
+        features = torch.from_numpy(encoded.features[valid])
+        scores[valid] = predict_scores(bundle.model, features).numpy()
+    out = frame.copy()
+    threshold = bundle.card.evaluate.threshold
+    out["score"] = [f"{s:.6f}" if ok else "" for s, ok in zip(scores, valid, strict=True)]
+    out["prediction"] = [str(int(s >= threshold)) if ok else "" for s, ok in zip(scores, valid, strict=True)]
+    out["error"] = [e or "" for e in errors]
+    return out
+
+
+def predict_file(bundle: Bundle, source: Path | str, target: Path | str) -> pd.DataFrame:
+    """Score a CSV into another CSV, written atomically."""
+    frame = read_table(source)
+    result = predict_frame(bundle, frame, str(source))
+    write_atomic(target, lambda tmp: result.to_csv(tmp, index=False))
+    return result
+
+
+def card_summary(card: ModelCard) -> dict[str, Any]:
+    """The parts of a card a person reads first."""
+    return json.loads(
+        json.dumps(
+            {
+                "model": card.model.kind,
+                "lr": card.train_params.get("lr"),
+                "epochs": card.train_params.get("epochs"),
+                "data_sha256": card.data_sha256[:12],
+                "test": {k: v for k, v in card.metrics.get("test", {}).items() if "/" not in k},
+            }
+        )
+    )

@@ -1,0 +1,250 @@
+"""The ``tcr-pipeline`` command line. Bad input exits with status 2 and one line, no traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tcr_pipeline.bundle import ModelCard, load_bundle, load_card, predict_file, save_bundle
+from tcr_pipeline.config import Params, load_params
+from tcr_pipeline.data import validate_file
+from tcr_pipeline.errors import InputError
+from tcr_pipeline.files import write_json_atomic, write_text_atomic
+from tcr_pipeline.prepare import load_prepared, prepare_dataset
+from tcr_pipeline.training import describe_device, evaluate_model, train_model
+
+app = typer.Typer(
+    help="Predict TCR–epitope binding: validate data, prepare, train, evaluate and predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+ParamsOption = Annotated[
+    Path | None,
+    typer.Option("--params", "-p", help="params.yaml to read (default: ./params.yaml if present)."),
+]
+HEADLINE = (
+    "accuracy",
+    "precision",
+    "recall",
+    "positive_ratio",
+    "roc_auc",
+    "average_precision",
+    "mean_epitope_auc",
+    "paper_objective",
+)
+
+
+def _params(path: Path | None, overrides: dict[str, Any]) -> Params:
+    if path is None and Path("params.yaml").exists():
+        path = Path("params.yaml")
+    return load_params(path, overrides)
+
+
+def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    for split in metrics:
+        table.add_column(split, justify="right")
+    for name in HEADLINE:
+        table.add_row(name, *(f"{m.get(name, float('nan')):.4f}" for m in metrics.values()))
+    return table
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="CSV of TCR–epitope pairs.")],
+    label: Annotated[bool, typer.Option("--label/--no-label", help="Require the Label column.")] = True,
+) -> None:
+    """Check a pair table: schema, amino acids, lengths, labels, duplicates, empty values.
+
+    Prints every problem as file:row:column: message (row = line in the file) and exits with
+    status 2 when there is any.
+    """
+    problems = validate_file(file, require_label=label)
+    for problem in problems:
+        out.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        console.print(f"{len(problems)} problem(s) in {file}", markup=False)
+        raise typer.Exit(2)
+    console.print(f"{file}: valid", markup=False)
+
+
+@app.command()
+def prepare(
+    params_file: ParamsOption = None,
+    data: Annotated[Path | None, typer.Option(help="Raw CSV (default: data.raw).")] = None,
+    encoding: Annotated[str | None, typer.Option(help="paper or onehot.")] = None,
+    split: Annotated[str | None, typer.Option(help="random, tcr or epitope.")] = None,
+    clone_id: Annotated[
+        bool | None, typer.Option("--clone-id/--no-clone-id", help="Use clone_id as a feature (paper only).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("data/prepared"),
+) -> None:
+    """Validate, encode and split the raw data into tensors plus a JSON encoder."""
+    params = _params(
+        params_file,
+        {
+            "data.raw": str(data) if data else None,
+            "prepare.encoding": encoding,
+            "prepare.split": split,
+            "prepare.use_clone_id": clone_id,
+        },
+    )
+    prepared = prepare_dataset(params.data.raw, params.prepare, out_dir)
+    counts = prepared.meta["class_counts"]
+    out.print(
+        f"prepared {prepared.meta['rows']} rows ({params.prepare.encoding}, split={params.prepare.split}, "
+        f"{prepared.meta['feature_dim']} features) → {out_dir}",
+        markup=False,
+    )
+    for name, count in counts.items():
+        out.print(f"  {name}: {count['positive']} positive / {count['negative']} negative", markup=False)
+
+
+@app.command()
+def train(
+    params_file: ParamsOption = None,
+    prepared_dir: Annotated[Path, typer.Option("--prepared", help="Output of `prepare`.")] = Path(
+        "data/prepared"
+    ),
+    out_dir: Annotated[Path, typer.Option("--out", help="Model bundle directory.")] = Path("models/model"),
+    model: Annotated[str | None, typer.Option(help="small, medium or large.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+) -> None:
+    """Train one model on the training split (validation curves per epoch) and save its bundle."""
+    params = _params(
+        params_file,
+        {
+            "train.model.kind": model,
+            "train.lr": lr,
+            "train.epochs": epochs,
+            "train.batch_size": batch_size,
+            "train.device": device,
+            "train.seed": seed,
+        },
+    )
+    prepared = load_prepared(prepared_dir)
+    with Progress(
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("train", total=params.train.epochs, info="")
+
+        def on_epoch(epoch: int, record: dict[str, float]) -> None:
+            info = (
+                f"loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f} "
+                f"val_auc {record['val_roc_auc']:.3f}"
+            )
+            progress.update(task, completed=epoch, info=info)
+
+        result = train_model(prepared, params.train, params.evaluate, on_epoch)
+    val = evaluate_model(result.model, prepared, "val", params.evaluate)
+    card = ModelCard(
+        input_dim=int(prepared.features.shape[1]),
+        model=params.train.model,
+        train_params=params.train.model_dump(mode="json"),
+        evaluate=params.evaluate,
+        prepare_params=prepared.meta["params"],
+        data_sha256=prepared.data_sha256,
+        device=describe_device(result.device),
+        history=result.history,
+        metrics={"val": val},
+    )
+    save_bundle(out_dir, result.model, prepared.encoder, card)
+    out.print(
+        f"trained {params.train.model.kind} in {result.seconds:.1f}s on {result.device} → {out_dir}",
+        markup=False,
+    )
+    out.print(_metrics_table("validation", {"val": val}))
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Option("--model", help="Model bundle directory.")] = Path(
+        "models/model"
+    ),
+    prepared_dir: Annotated[Path, typer.Option("--prepared", help="Output of `prepare`.")] = Path(
+        "data/prepared"
+    ),
+    metrics_file: Annotated[
+        Path | None, typer.Option("--metrics", "-o", help="Write metrics JSON here.")
+    ] = None,
+) -> None:
+    """Evaluate a model on the validation and test splits; the test split is used only here."""
+    bundle = load_bundle(model_dir)
+    prepared = load_prepared(prepared_dir)
+    if prepared.data_sha256 != bundle.card.data_sha256:
+        raise InputError(
+            f"{prepared_dir}: prepared from data {prepared.data_sha256[:12]}, but the model was trained on "
+            f"{bundle.card.data_sha256[:12]}"
+        )
+    metrics = {
+        split: evaluate_model(bundle.model, prepared, split, bundle.card.evaluate)
+        for split in ("val", "test")
+    }
+    card = bundle.card.model_copy(update={"metrics": metrics})
+    write_text_atomic(model_dir / "card.json", card.model_dump_json(indent=2) + "\n")
+    if metrics_file is not None:
+        write_json_atomic(metrics_file, {"data_sha256": prepared.data_sha256, **metrics})
+    out.print(_metrics_table(f"{model_dir} (data {prepared.data_sha256[:12]})", metrics))
+
+
+@app.command()
+def predict(
+    input_csv: Annotated[Path, typer.Argument(help="CSV of pairs (Label optional; extra columns are kept).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV.")],
+    model_dir: Annotated[Path, typer.Option("--model", help="Model bundle directory.")] = Path(
+        "models/model"
+    ),
+) -> None:
+    """Score pairs: every input column plus score, prediction and error (empty when the row was valid)."""
+    bundle = load_bundle(model_dir)
+    result = predict_file(bundle, input_csv, output)
+    invalid = int((result["error"] != "").sum())
+    out.print(f"scored {len(result) - invalid} of {len(result)} rows → {output}", markup=False)
+    if invalid:
+        console.print(f"{invalid} invalid row(s): see the error column", markup=False)
+
+
+@app.command()
+def show(model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")]) -> None:
+    """Print a model bundle's card as JSON."""
+    out.print_json(load_card(model_dir).model_dump_json())
+
+
+def main() -> None:
+    """Entry point: run the app, turning bad input into one line on stderr and exit status 2."""
+    try:
+        app()
+    except InputError as exc:
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "json", "main"]

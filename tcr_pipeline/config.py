@@ -1,0 +1,115 @@
+"""One typed configuration: ``params.yaml`` parsed into pydantic models, one section per stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tcr_pipeline.errors import InputError
+
+Encoding = Literal["paper", "onehot"]
+SplitKind = Literal["random", "tcr", "epitope"]
+ModelKind = Literal["small", "medium", "large"]
+ObjectiveName = Literal["paper", "mean_epitope_auc", "roc_auc", "average_precision"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Section):
+    """Where the raw labelled pairs live."""
+
+    raw: Path = Path("data/raw/viral_pairs.csv")
+
+
+class PrepareParams(_Section):
+    """Encoding and splitting of the raw pairs (DVC stage ``prepare``)."""
+
+    encoding: Encoding = "onehot"
+    split: SplitKind = "tcr"
+    use_clone_id: bool = False
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 42
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f <= 0 for f in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError("fractions must be three positive numbers summing to 1")
+        return value
+
+
+class ModelParams(_Section):
+    """Architecture of the feed-forward classifier (the paper's three sizes)."""
+
+    kind: ModelKind = "medium"
+    small_widths: tuple[int, int] = (256, 64)
+    medium_blocks: int = Field(12, ge=2)
+    large_blocks: int = Field(24, ge=2)
+    max_width: int | None = Field(128, ge=1)  # None: start at the input width, as the paper
+    width_step: int = Field(10, ge=0)
+    min_width: int = Field(8, ge=1)
+
+
+class TrainParams(_Section):
+    """Optimisation (DVC stage ``train``)."""
+
+    model: ModelParams = ModelParams()
+    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(2048, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    balanced: bool = True
+    seed: int = 42
+    device: str = "auto"
+
+
+class EvaluateParams(_Section):
+    """Decision threshold and the selectable search objective."""
+
+    threshold: float = Field(0.5, gt=0, lt=1)
+    objective: ObjectiveName = "paper"
+
+
+class Params(_Section):
+    """The whole of ``params.yaml``."""
+
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    # sections owned by later stages are kept as plain data until their stage parses them
+    search: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_params(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Params:
+    """Read ``params.yaml`` (defaults when ``path`` is None) and apply dotted-key overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such params file") from None
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        if not isinstance(raw, dict):
+            raise InputError(f"{path}: expected a mapping of sections")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{path or 'params'}: {where}: {first['msg']}") from None

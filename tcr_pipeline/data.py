@@ -1,0 +1,229 @@
+"""Reading and validating TCR–epitope pair tables.
+
+Rows are reported by their line number in the file (the header is line 1, the first data row
+line 2), so ``file:row:column: message`` points an editor at the right place.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tcr_pipeline.errors import InputError
+
+SEQUENCE_COLUMNS = ("CDR3_alpha", "CDR3_beta", "Epitope")
+GENE_COLUMNS = ("V_alpha", "V_beta", "J_alpha", "J_beta")
+FEATURE_COLUMNS = (*SEQUENCE_COLUMNS[:2], *GENE_COLUMNS, "Epitope", "MHC")
+COLUMNS = (
+    "CDR3_alpha",
+    "CDR3_beta",
+    "V_alpha",
+    "V_beta",
+    "J_alpha",
+    "J_beta",
+    "Epitope",
+    "clone_id",
+    "MHC",
+    "Label",
+)
+TCR_COLUMNS = ("CDR3_alpha", "CDR3_beta", *GENE_COLUMNS)
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+MAX_SEQUENCE_LENGTH = 50
+
+_AA_RE = re.compile(f"^[{AMINO_ACIDS}]+$")
+_GENE_PREFIX = {"V_alpha": "TRAV", "V_beta": "TRBV", "J_alpha": "TRAJ", "J_beta": "TRBJ"}
+_GENE_RE = re.compile(r"^TR[AB][VJ][0-9A-Z\-/]*(\*\d+)?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in an input file, printable as ``file:row:column: message``."""
+
+    file: str
+    row: int
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        row = self.row if self.row > 0 else "-"
+        return f"{self.file}:{row}:{self.column}: {self.message}"
+
+
+class _TableError(InputError):
+    """A file that cannot be read as a pair table at all."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def line_of(index: int) -> int:
+    """File line number of the data row at 0-based position ``index``."""
+    return index + 2
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read a CSV as strings; raise :class:`InputError` for a file that cannot be a pair table."""
+    path = Path(path)
+    if not path.exists():
+        raise _TableError(Problem(str(path), 0, "-", "no such file"))
+    if path.is_dir():
+        raise _TableError(Problem(str(path), 0, "-", "is a directory, expected a CSV file"))
+    if path.stat().st_size == 0:
+        raise _TableError(Problem(str(path), 1, "-", "file is empty"))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            sample = handle.read(1 << 16)
+        if "\x00" in sample:
+            raise _TableError(Problem(str(path), 1, "-", "not a CSV file (binary content)"))
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except UnicodeDecodeError:
+        raise _TableError(Problem(str(path), 1, "-", "not a CSV file (not UTF-8 text)")) from None
+    except (pd.errors.ParserError, csv.Error) as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        row = int(match.group(1)) if match else 0
+        problem = Problem(str(path), row, "-", f"not a well-formed CSV ({_first_line(exc)})")
+        raise _TableError(problem) from None
+    except pd.errors.EmptyDataError:
+        raise _TableError(Problem(str(path), 1, "-", "file is empty")) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+
+
+def check_columns(frame: pd.DataFrame, path: str, require_label: bool) -> list[Problem]:
+    """Problems with the header: required columns missing."""
+    required = [c for c in COLUMNS if c not in ("clone_id", "Label")]
+    if require_label:
+        required.append("Label")
+    return [
+        Problem(path, 1, column, "missing required column")
+        for column in required
+        if column not in frame.columns
+    ]
+
+
+def check_rows(
+    frame: pd.DataFrame, path: str, require_label: bool, require_clone_id: bool = False
+) -> list[Problem]:
+    """Problems in the values of each row (the header must already be complete)."""
+    problems: list[Problem] = []
+    records: list[dict[str, str]] = frame.to_dict("records")  # type: ignore[assignment]
+    for position, values in enumerate(records):
+        problems.extend(_check_values(values, path, line_of(position), require_label, require_clone_id))
+    problems.extend(_check_duplicates(frame, path))
+    return problems
+
+
+def _check_values(
+    values: dict[str, str], path: str, line: int, require_label: bool, require_clone_id: bool
+) -> list[Problem]:
+    problems = []
+    for column in SEQUENCE_COLUMNS:
+        value = values[column].strip()
+        if not value:
+            problems.append(Problem(path, line, column, "empty value"))
+        elif not _AA_RE.match(value):
+            bad = sorted({c for c in value if c not in AMINO_ACIDS})
+            problems.append(
+                Problem(path, line, column, f"not an amino-acid sequence (bad characters: {''.join(bad)!r})")
+            )
+        elif len(value) > MAX_SEQUENCE_LENGTH:
+            problems.append(
+                Problem(
+                    path, line, column, f"sequence of {len(value)} residues exceeds {MAX_SEQUENCE_LENGTH}"
+                )
+            )
+    for column in GENE_COLUMNS:
+        value = values[column].strip()
+        if not value:
+            problems.append(Problem(path, line, column, "empty value"))
+        elif not _GENE_RE.match(value) or not value.startswith(_GENE_PREFIX[column]):
+            problems.append(
+                Problem(path, line, column, f"{value!r} is not a {_GENE_PREFIX[column]} gene name")
+            )
+    if not values["MHC"].strip():
+        problems.append(Problem(path, line, "MHC", "empty value"))
+    clone_id = values.get("clone_id")
+    if clone_id is None or not clone_id.strip():
+        if require_clone_id:
+            problems.append(Problem(path, line, "clone_id", "empty value (the model uses clone_id)"))
+    else:
+        try:
+            float(clone_id)
+        except ValueError:
+            problems.append(Problem(path, line, "clone_id", f"{clone_id!r} is not a number"))
+    label = values.get("Label")
+    if label is not None and (require_label or label.strip()) and label.strip() not in ("0", "1"):
+        shown = label if label.strip() else "empty value"
+        problems.append(Problem(path, line, "Label", f"label must be 0 or 1, got {shown!r}"))
+    return problems
+
+
+def _check_duplicates(frame: pd.DataFrame, path: str) -> list[Problem]:
+    """Exact duplicate pairs, and the same TCR–epitope pair with two different labels."""
+    problems = []
+    key = [c for c in (*TCR_COLUMNS, "Epitope", "MHC") if c in frame.columns]
+    first_line: dict[tuple[str, ...], tuple[int, str]] = {}
+    for position, values in enumerate(frame[key].itertuples(index=False, name=None)):
+        label = str(frame["Label"].iat[position]) if "Label" in frame.columns else ""
+        line = line_of(position)
+        if values in first_line:
+            other, other_label = first_line[values]
+            if label != other_label:
+                problems.append(
+                    Problem(path, line, "Label", f"conflicting label for the pair on line {other}")
+                )
+            else:
+                problems.append(Problem(path, line, "-", f"duplicate of line {other}"))
+        else:
+            first_line[values] = (line, label)
+    return problems
+
+
+def validate_file(
+    path: Path | str, require_label: bool = True, require_clone_id: bool = False
+) -> list[Problem]:
+    """Every problem in a pair table; an empty list means the file is valid."""
+    try:
+        frame = read_table(path)
+    except _TableError as exc:
+        return [exc.problem]
+    header = check_columns(frame, str(path), require_label)
+    if header:
+        return header
+    if frame.empty:
+        return [Problem(str(path), 2, "-", "no data rows")]
+    return check_rows(frame, str(path), require_label, require_clone_id)
+
+
+def load_pairs(path: Path | str, require_label: bool = True, require_clone_id: bool = False) -> pd.DataFrame:
+    """Read and validate a labelled pair table; raise :class:`InputError` naming the first problem."""
+    problems = validate_file(path, require_label, require_clone_id)
+    if problems:
+        more = (
+            f" (and {len(problems) - 1} more; run `tcr-pipeline validate {path}`)"
+            if len(problems) > 1
+            else ""
+        )
+        raise InputError(f"{problems[0]}{more}")
+    frame = read_table(path)
+    for column in (*FEATURE_COLUMNS,):
+        frame[column] = frame[column].str.strip()
+    if "Label" in frame.columns:
+        frame["Label"] = frame["Label"].str.strip().astype(int)
+    if "clone_id" in frame.columns:
+        frame["clone_id"] = pd.to_numeric(frame["clone_id"].replace("", "nan"))
+    return frame
+
+
+def tcr_keys(frame: pd.DataFrame) -> pd.Series:
+    """A string key per row identifying its αβ TCR (both CDR3s and all four genes)."""
+    return frame[list(TCR_COLUMNS)].astype(str).agg("|".join, axis=1)

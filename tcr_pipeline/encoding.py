@@ -1,0 +1,295 @@
+"""Feature encodings of TCR–epitope pairs, saved as JSON and invertible.
+
+Two encodings:
+
+``paper``
+    The source paper's method: every character present in the data, sorted by Unicode value,
+    maps bijectively to an equidistant value in (0, 1] (the i-th of n characters to (i+1)/n);
+    0 is padding. Strings are padded with zeros in three groups to the longest entry of their
+    group: (CDR3_alpha, CDR3_beta), (Epitope,), (V_alpha, V_beta, J_alpha, J_beta, MHC). clone_id,
+    min-max normalised to [0, 1], is appended only in the paper-reproduction setting.
+``onehot``
+    One-hot residues (20 standard amino acids) per position of CDR3α, CDR3β and the epitope,
+    zeros for padding, and one-hot V/J genes and MHC with a final ``<unk>`` slot for a gene or
+    MHC not seen when the encoder was fitted.
+
+What an encoder cannot represent is a per-row error, never a crash or silent garbage: a
+character outside the alphabet, or a sequence longer than the fitted maximum. Rows with an error
+get an all-zero feature vector and must not be scored.
+
+Encoders are fitted on the whole prepared table (vocabulary and lengths only; labels are never
+read), so every split is representable. Unknown values appear only on new data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from tcr_pipeline.data import AMINO_ACIDS
+from tcr_pipeline.errors import InputError
+from tcr_pipeline.files import write_text_atomic
+
+UNKNOWN = "<unk>"
+PAPER_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("CDR3_alpha", "CDR3_beta"),
+    ("Epitope",),
+    ("V_alpha", "V_beta", "J_alpha", "J_beta", "MHC"),
+)
+SEQUENCE_FIELDS = ("CDR3_alpha", "CDR3_beta", "Epitope")
+CATEGORY_FIELDS = ("V_alpha", "V_beta", "J_alpha", "J_beta", "MHC")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Encoded rows: a float32 matrix and, per row, ``None`` or the reason it cannot be encoded."""
+
+    features: np.ndarray
+    errors: list[str | None]
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.array([e is None for e in self.errors], dtype=bool)
+
+
+def _char_codes(values: pd.Series, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unicode code points of each string, zero-padded to ``length`` (longer strings cut).
+
+    Returns the (n, length) code matrix and each string's true length.
+    """
+    strings = values.astype(str).tolist()
+    lengths = np.fromiter((len(s) for s in strings), dtype=np.int64, count=len(strings))
+    padded = "".join(s[:length].ljust(length, "\0") for s in strings)
+    codes = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).reshape(len(strings), length)
+    return codes, lengths
+
+
+class _EncoderBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    use_clone_id: bool = False
+    clone_id_range: tuple[float, float] | None = None
+    data_sha256: str = ""
+
+    def _clone_feature(self, frame: pd.DataFrame, errors: list[str | None]) -> np.ndarray:
+        if not self.use_clone_id or self.clone_id_range is None:
+            return np.zeros((len(frame), 0), dtype=np.float32)
+        low, high = self.clone_id_range
+        if "clone_id" not in frame.columns:
+            values = np.full(len(frame), np.nan)
+        else:
+            values = pd.to_numeric(frame["clone_id"], errors="coerce").to_numpy(dtype=float)
+        for i in np.flatnonzero(np.isnan(values)):
+            errors[i] = errors[i] or "clone_id: missing or not a number (this model uses clone_id)"
+        scaled = (np.nan_to_num(values, nan=low) - low) / ((high - low) or 1.0)
+        return scaled.astype(np.float32)[:, None]
+
+    def _decode_clone(self, column: np.ndarray) -> np.ndarray:
+        assert self.clone_id_range is not None
+        low, high = self.clone_id_range
+        return np.round(column * ((high - low) or 1.0) + low, 6)
+
+    def save(self, path: Path | str) -> Path:
+        """Write the encoder as JSON (atomically)."""
+        return write_text_atomic(path, self.model_dump_json(indent=2) + "\n")
+
+
+class PaperEncoder(_EncoderBase):
+    """The source paper's character-value encoding (see the module docstring)."""
+
+    kind: Literal["paper"] = "paper"
+    alphabet: str
+    group_lengths: tuple[int, int, int]
+
+    @property
+    def dim(self) -> int:
+        columns = sum(len(g) * n for g, n in zip(PAPER_GROUPS, self.group_lengths, strict=True))
+        return columns + int(self.use_clone_id)
+
+    def encode(self, frame: pd.DataFrame) -> Encoded:
+        n = len(frame)
+        errors: list[str | None] = [None] * n
+        lookup = {ord(c): (i + 1) / len(self.alphabet) for i, c in enumerate(self.alphabet)}
+        blocks = []
+        for group, length in zip(PAPER_GROUPS, self.group_lengths, strict=True):
+            for column in group:
+                codes, lengths = _char_codes(frame[column], length)
+                values = np.zeros(codes.shape, dtype=np.float32)
+                unknown = np.zeros(codes.shape, dtype=bool)
+                for code in np.unique(codes):
+                    if code == 0:
+                        continue
+                    mask = codes == code
+                    if int(code) in lookup:
+                        values[mask] = lookup[int(code)]
+                    else:
+                        unknown |= mask
+                for i in np.flatnonzero(lengths > length):
+                    errors[i] = errors[i] or (
+                        f"{column}: length {lengths[i]} exceeds the encoder's maximum {length}"
+                    )
+                for i in np.flatnonzero(unknown.any(axis=1)):
+                    bad = sorted({chr(c) for c in codes[i][unknown[i]]})
+                    errors[i] = (
+                        errors[i] or f"{column}: character(s) {''.join(bad)!r} not in the encoder's alphabet"
+                    )
+                blocks.append(values)
+        blocks.append(self._clone_feature(frame, errors))
+        features = np.concatenate(blocks, axis=1)
+        features[~np.array([e is None for e in errors], dtype=bool)] = 0.0
+        return Encoded(features, errors)
+
+    def decode(self, features: np.ndarray) -> pd.DataFrame:
+        """Encoded rows back to the human-readable table."""
+        features = np.asarray(features, dtype=np.float64)
+        n_chars = len(self.alphabet)
+        table = np.array(["", *self.alphabet], dtype=object)
+        out: dict[str, list[str]] = {}
+        offset = 0
+        for group, length in zip(PAPER_GROUPS, self.group_lengths, strict=True):
+            for column in group:
+                block = features[:, offset : offset + length]
+                index = np.clip(np.rint(block * n_chars).astype(int), 0, n_chars)
+                out[column] = ["".join(chars) for chars in table[index]]
+                offset += length
+        frame = pd.DataFrame(out)
+        if self.use_clone_id:
+            frame["clone_id"] = self._decode_clone(features[:, offset])
+        return frame
+
+
+class OneHotEncoder(_EncoderBase):
+    """One-hot residues per position and one-hot genes with an ``<unk>`` slot."""
+
+    kind: Literal["onehot"] = "onehot"
+    residues: str = AMINO_ACIDS
+    sequence_lengths: dict[str, int]
+    vocabularies: dict[str, list[str]]
+
+    @property
+    def dim(self) -> int:
+        sequences = sum(self.sequence_lengths[c] for c in SEQUENCE_FIELDS) * len(self.residues)
+        categories = sum(len(self.vocabularies[c]) + 1 for c in CATEGORY_FIELDS)
+        return sequences + categories + int(self.use_clone_id)
+
+    def encode(self, frame: pd.DataFrame) -> Encoded:
+        n = len(frame)
+        errors: list[str | None] = [None] * n
+        index_of = np.full(256, -1, dtype=np.int64)
+        for i, c in enumerate(self.residues):
+            index_of[ord(c)] = i
+        blocks: list[np.ndarray] = []
+        n_res = len(self.residues)
+        for column in SEQUENCE_FIELDS:
+            length = self.sequence_lengths[column]
+            codes, lengths = _char_codes(frame[column], length)
+            in_range = codes < 256
+            residue = np.where(in_range, index_of[np.minimum(codes, 255)], -1)
+            residue[codes == 0] = -2  # padding
+            for row in np.flatnonzero(lengths > length):
+                errors[row] = (
+                    errors[row] or f"{column}: length {lengths[row]} exceeds the encoder's maximum {length}"
+                )
+            for row in np.flatnonzero((residue == -1).any(axis=1)):
+                bad = sorted({chr(c) for c in codes[row][residue[row] == -1]})
+                errors[row] = errors[row] or f"{column}: {''.join(bad)!r} not a standard amino acid"
+            one_hot = np.zeros((n, length, n_res), dtype=np.float32)
+            rows, positions = np.nonzero(residue >= 0)
+            one_hot[rows, positions, residue[rows, positions]] = 1.0
+            blocks.append(one_hot.reshape(n, length * n_res))
+        for column in CATEGORY_FIELDS:
+            vocabulary = self.vocabularies[column]
+            position = {name: i for i, name in enumerate(vocabulary)}
+            index = frame[column].astype(str).map(position).fillna(len(vocabulary)).to_numpy(dtype=np.int64)
+            block = np.zeros((n, len(vocabulary) + 1), dtype=np.float32)
+            block[np.arange(n), index] = 1.0
+            blocks.append(block)
+        blocks.append(self._clone_feature(frame, errors))
+        features = np.concatenate(blocks, axis=1)
+        features[~np.array([e is None for e in errors], dtype=bool)] = 0.0
+        return Encoded(features, errors)
+
+    def decode(self, features: np.ndarray) -> pd.DataFrame:
+        """Encoded rows back to the human-readable table (an unseen gene decodes to ``<unk>``)."""
+        features = np.asarray(features)
+        n = len(features)
+        n_res = len(self.residues)
+        table = np.array([*self.residues, ""], dtype=object)
+        out: dict[str, list[str]] = {}
+        offset = 0
+        for column in SEQUENCE_FIELDS:
+            length = self.sequence_lengths[column]
+            block = features[:, offset : offset + length * n_res].reshape(n, length, n_res)
+            index = np.where(block.max(axis=2) > 0.5, block.argmax(axis=2), n_res)
+            out[column] = ["".join(chars) for chars in table[index]]
+            offset += length * n_res
+        for column in CATEGORY_FIELDS:
+            vocabulary = [*self.vocabularies[column], UNKNOWN]
+            block = features[:, offset : offset + len(vocabulary)]
+            out[column] = [vocabulary[i] for i in block.argmax(axis=1)]
+            offset += len(vocabulary)
+        frame = pd.DataFrame(out)
+        if self.use_clone_id:
+            frame["clone_id"] = self._decode_clone(features[:, offset])
+        return frame
+
+
+Encoder = Annotated[PaperEncoder | OneHotEncoder, Field(discriminator="kind")]
+_ENCODER_ADAPTER: TypeAdapter[PaperEncoder | OneHotEncoder] = TypeAdapter(Encoder)
+
+
+def _clone_range(frame: pd.DataFrame, use_clone_id: bool) -> tuple[float, float] | None:
+    if not use_clone_id:
+        return None
+    if "clone_id" not in frame.columns:
+        raise InputError("clone_id: column required when prepare.use_clone_id is true")
+    values = pd.to_numeric(frame["clone_id"], errors="coerce")
+    return float(values.min()), float(values.max())
+
+
+def fit_encoder(
+    frame: pd.DataFrame, kind: str, use_clone_id: bool = False, data_sha256: str = ""
+) -> PaperEncoder | OneHotEncoder:
+    """Fit an encoder's vocabulary and lengths on a (validated) pair table."""
+    clone_range = _clone_range(frame, use_clone_id)
+    if kind == "paper":
+        chars: set[str] = set()
+        for group in PAPER_GROUPS:
+            for column in group:
+                chars.update("".join(frame[column].astype(str)))
+        lengths = tuple(
+            int(max(frame[c].astype(str).str.len().max() for c in group)) for group in PAPER_GROUPS
+        )
+        return PaperEncoder(
+            alphabet="".join(sorted(chars)),
+            group_lengths=(lengths[0], lengths[1], lengths[2]),
+            use_clone_id=use_clone_id,
+            clone_id_range=clone_range,
+            data_sha256=data_sha256,
+        )
+    if kind == "onehot":
+        return OneHotEncoder(
+            sequence_lengths={c: int(frame[c].astype(str).str.len().max()) for c in SEQUENCE_FIELDS},
+            vocabularies={c: sorted(frame[c].astype(str).unique().tolist()) for c in CATEGORY_FIELDS},
+            use_clone_id=use_clone_id,
+            clone_id_range=clone_range,
+            data_sha256=data_sha256,
+        )
+    raise InputError(f"unknown encoding {kind!r} (choose paper or onehot)")
+
+
+def load_encoder(path: Path | str) -> PaperEncoder | OneHotEncoder:
+    """Read an encoder saved by :meth:`save`."""
+    path = Path(path)
+    try:
+        return _ENCODER_ADAPTER.validate_python(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such encoder file") from None
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: not a valid encoder ({exc.__class__.__name__})") from None

@@ -1,0 +1,133 @@
+"""The prepare stage: raw pair table → encoder + encoded tensors with their split assignment."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tcr_pipeline.config import PrepareParams
+from tcr_pipeline.data import COLUMNS, load_pairs
+from tcr_pipeline.encoding import OneHotEncoder, PaperEncoder, fit_encoder, load_encoder
+from tcr_pipeline.errors import InputError
+from tcr_pipeline.files import sha256_file, write_atomic, write_json_atomic
+from tcr_pipeline.splits import SPLITS, split_pairs
+
+ENCODER_FILE = "encoder.json"
+TENSORS_FILE = "dataset.pt"
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An encoded data set: features, labels, split (0/1/2) and epitope index per row."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    split: torch.Tensor
+    epitope: torch.Tensor
+    epitope_names: list[str]
+    encoder: PaperEncoder | OneHotEncoder
+    meta: dict[str, Any]
+
+    @property
+    def data_sha256(self) -> str:
+        return str(self.meta["data_sha256"])
+
+    def rows(self, split: str) -> torch.Tensor:
+        """Row indices of one split (``train``, ``val`` or ``test``)."""
+        return torch.nonzero(self.split == SPLITS.index(split)).squeeze(1)
+
+    def epitopes_of(self, rows: torch.Tensor) -> np.ndarray:
+        """Epitope names of the given rows."""
+        return np.asarray(self.epitope_names)[self.epitope[rows].numpy()]
+
+
+def class_counts(labels: np.ndarray, split: np.ndarray) -> dict[str, dict[str, int]]:
+    """Positives and negatives per split."""
+    return {
+        name: {
+            "positive": int(((split == i) & (labels == 1)).sum()),
+            "negative": int(((split == i) & (labels == 0)).sum()),
+        }
+        for i, name in enumerate(SPLITS)
+    }
+
+
+def encode_pairs(frame: pd.DataFrame, params: PrepareParams, data_sha256: str) -> Prepared:
+    """Fit the encoder on ``frame``, encode it and assign splits (pure: no file I/O)."""
+    encoder = fit_encoder(frame, params.encoding, params.use_clone_id, data_sha256)
+    encoded = encoder.encode(frame)
+    failed = [i for i, e in enumerate(encoded.errors) if e is not None]
+    if failed:  # cannot happen for a validated table the encoder was fitted on
+        raise InputError(f"row {failed[0] + 2}: {encoded.errors[failed[0]]}")
+    split = split_pairs(frame, params)
+    epitope_names = sorted(frame["Epitope"].unique().tolist())
+    epitope_index = frame["Epitope"].map({e: i for i, e in enumerate(epitope_names)}).to_numpy()
+    labels = frame["Label"].to_numpy()
+    meta = {
+        "data_sha256": data_sha256,
+        "params": params.model_dump(mode="json"),
+        "rows": len(frame),
+        "feature_dim": int(encoded.features.shape[1]),
+        "class_counts": class_counts(labels, split),
+        "epitope_names": epitope_names,
+    }
+    return Prepared(
+        features=torch.from_numpy(encoded.features),
+        labels=torch.from_numpy(labels.astype(np.float32)),
+        split=torch.from_numpy(split),
+        epitope=torch.from_numpy(epitope_index.astype(np.int64)),
+        epitope_names=epitope_names,
+        encoder=encoder,
+        meta=meta,
+    )
+
+
+def prepare_dataset(raw: Path | str, params: PrepareParams, out_dir: Path | str) -> Prepared:
+    """Validate, encode and split ``raw``; write encoder, tensors and metadata to ``out_dir``."""
+    out_dir = Path(out_dir)
+    frame = load_pairs(raw, require_label=True, require_clone_id=params.use_clone_id)
+    prepared = encode_pairs(frame, params, sha256_file(raw))
+    prepared.meta["raw"] = str(raw)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        "features": prepared.features,
+        "labels": prepared.labels,
+        "split": prepared.split,
+        "epitope": prepared.epitope,
+    }
+    write_atomic(out_dir / TENSORS_FILE, lambda tmp: torch.save(tensors, tmp))
+    prepared.encoder.save(out_dir / ENCODER_FILE)
+    write_json_atomic(out_dir / META_FILE, prepared.meta)
+    return prepared
+
+
+def load_prepared(directory: Path | str) -> Prepared:
+    """Load what :func:`prepare_dataset` wrote (tensors load with ``weights_only=True``)."""
+    directory = Path(directory)
+    missing = [f for f in (TENSORS_FILE, ENCODER_FILE, META_FILE) if not (directory / f).exists()]
+    if missing:
+        raise InputError(
+            f"{directory}: not a prepared data directory (missing {', '.join(missing)}; "
+            "run `tcr-pipeline prepare` first)"
+        )
+    tensors = torch.load(directory / TENSORS_FILE, weights_only=True)
+    meta = json.loads((directory / META_FILE).read_text())
+    return Prepared(
+        features=tensors["features"],
+        labels=tensors["labels"],
+        split=tensors["split"],
+        epitope=tensors["epitope"],
+        epitope_names=list(meta["epitope_names"]),
+        encoder=load_encoder(directory / ENCODER_FILE),
+        meta=meta,
+    )
+
+
+__all__ = ["COLUMNS", "Prepared", "encode_pairs", "load_prepared", "prepare_dataset"]
