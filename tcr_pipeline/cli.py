@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tcr_pipeline.bundle import ModelCard, load_bundle, load_card, predict_file, save_bundle
+from tcr_pipeline.bundle import CARD_FILE, ModelCard, load_bundle, load_card, predict_file, save_bundle
 from tcr_pipeline.config import Params, load_params
 from tcr_pipeline.data import validate_file
 from tcr_pipeline.errors import InputError
@@ -188,6 +188,9 @@ def evaluate(
     metrics_file: Annotated[
         Path | None, typer.Option("--metrics", "-o", help="Write metrics JSON here.")
     ] = None,
+    write_card: Annotated[
+        bool, typer.Option("--write-card", help="Also record the metrics in the bundle's card.json.")
+    ] = False,
 ) -> None:
     """Evaluate a model on the validation and test splits; the test split is used only here."""
     bundle = load_bundle(model_dir)
@@ -201,8 +204,9 @@ def evaluate(
         split: evaluate_model(bundle.model, prepared, split, bundle.card.evaluate)
         for split in ("val", "test")
     }
-    card = bundle.card.model_copy(update={"metrics": metrics})
-    write_text_atomic(model_dir / "card.json", card.model_dump_json(indent=2) + "\n")
+    if write_card:
+        card = bundle.card.model_copy(update={"metrics": metrics})
+        write_text_atomic(model_dir / CARD_FILE, card.model_dump_json(indent=2) + "\n")
     if metrics_file is not None:
         write_json_atomic(metrics_file, {"data_sha256": prepared.data_sha256, **metrics})
     out.print(_metrics_table(f"{model_dir} (data {prepared.data_sha256[:12]})", metrics))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tcr_pipeline.errors import InputError
 
@@ -75,6 +75,46 @@ class EvaluateParams(_Section):
     objective: ObjectiveName = "paper"
 
 
+class Dimension(_Section):
+    """One searched hyperparameter: exactly one of the four kinds."""
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    integer: tuple[int, int] | None = None  # inclusive bounds
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Dimension:
+        kinds = [k for k in ("choice", "uniform", "loguniform", "integer") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of choice, uniform, loguniform, integer")
+        return self
+
+
+def _paper_space() -> dict[str, Dimension]:
+    return {
+        "model.kind": Dimension(choice=["small", "medium", "large"]),
+        "lr": Dimension(uniform=(0.001, 0.1)),
+        "epochs": Dimension(integer=(5, 25)),
+    }
+
+
+class SearchParams(_Section):
+    """The hyperparameter search: budget, parallelism, TPE settings and the space.
+
+    Space keys are dotted paths into the ``train`` section (``model.kind``, ``lr``, ``epochs``,
+    ``batch_size``, ``weight_decay``…).
+    """
+
+    max_evals: int = Field(8, ge=1)
+    parallelism: int = Field(2, ge=1)
+    seed: int = 42
+    n_startup: int = Field(5, ge=1)
+    top_k: int = Field(3, ge=1)
+    cluster: str = "local"
+    space: dict[str, Dimension] = Field(default_factory=_paper_space)
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -82,8 +122,7 @@ class Params(_Section):
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
-    # sections owned by later stages are kept as plain data until their stage parses them
-    search: dict[str, Any] = Field(default_factory=dict)
+    search: SearchParams = SearchParams()
 
 
 def load_params(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Params:

@@ -1,0 +1,62 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS ?= dev,dvc,flows,dashboard
+DEMO ?= results/demo
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: demo test lint format repro bench constraints clean paper
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian, apt-get install python3-venv" >&2; exit 1; }
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# The CPU build of torch is pinned here and in the constraints; the package accepts any torch>=2.2.
+$(STAMP): pyproject.toml requirements/constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c requirements/constraints.txt "torch==2.13.0" -e ".[$(EXTRAS)]"
+	$(BIN)/pip check
+	touch $@
+
+## demo: prepare -> train -> evaluate on the shipped data, no cluster, no GPU
+demo: $(STAMP)
+	tcr-pipeline prepare --out $(DEMO)/prepared
+	tcr-pipeline train --prepared $(DEMO)/prepared --out $(DEMO)/model
+	tcr-pipeline evaluate --model $(DEMO)/model --prepared $(DEMO)/prepared --metrics $(DEMO)/metrics.json --write-card
+	@echo "results: $(DEMO)/model (model bundle: weights.pt, encoder.json, card.json) and $(DEMO)/metrics.json"
+
+## test: the fast suite plus every marked test whose service is present (SLURM, browser)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## repro: the DVC pipeline (prepare -> train -> evaluate), offline
+repro: $(STAMP)
+	dvc repro
+
+bench: $(STAMP)
+	$(BIN)/python bench/train_throughput.py
+
+constraints: $(STAMP)
+	{ head -3 requirements/constraints.txt; $(BIN)/pip freeze --exclude-editable; } > requirements/constraints.tmp
+	mv requirements/constraints.tmp requirements/constraints.txt
+
+clean:
+	rm -rf $(DEMO) data/prepared models metrics
+
+## paper: the source paper's setting (paper encoding, random row split, clone_id as a feature)
+PAPER ?= results/paper
+paper: $(STAMP)
+	tcr-pipeline prepare --encoding paper --split random --clone-id --out $(PAPER)/prepared
+	tcr-pipeline train --prepared $(PAPER)/prepared --out $(PAPER)/model --model medium --lr 0.01 --epochs 15
+	tcr-pipeline evaluate --model $(PAPER)/model --prepared $(PAPER)/prepared --metrics $(PAPER)/metrics.json --write-card

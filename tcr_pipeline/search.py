@@ -1,0 +1,309 @@
+"""Asynchronous hyperopt TPE search, one trial at a time, with its state kept in the store.
+
+hyperopt has no ask/tell API. :class:`SearchDriver` drives ``tpe.suggest`` with a ``Trials``
+object: ``suggest`` asks for one new point (seeded by ``seed + trial_id``, so the random startup
+trials are reproducible), ``finish`` tells the result. Its state is rebuilt from the store's
+trial records, never from a pickle, so a search resumes on any host.
+
+The orchestration (parallel workers, retries) lives in ``flows/``; this module is pure.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hyperopt
+import numpy as np
+import pandas as pd
+from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Trials, hp, tpe
+from hyperopt.base import Domain
+
+from tcr_pipeline.bundle import ModelCard, load_bundle, predict_frame, save_bundle
+from tcr_pipeline.config import Dimension, EvaluateParams, SearchParams, TrainParams
+from tcr_pipeline.errors import InputError
+from tcr_pipeline.metrics import compute_metrics, objective_value
+from tcr_pipeline.prepare import Prepared, load_prepared
+from tcr_pipeline.store import (
+    Hardware,
+    Promotion,
+    RegistryEntry,
+    Store,
+    TrialRecord,
+    model_id_of,
+    new_attempt_id,
+    now,
+)
+from tcr_pipeline.training import TrainingError, describe_device, evaluate_model, train_model
+
+
+def build_space(space: dict[str, Dimension]) -> dict[str, Any]:
+    """The hyperopt space of a ``search.space`` config."""
+    out: dict[str, Any] = {}
+    for name, dim in space.items():
+        if dim.choice is not None:
+            out[name] = hp.choice(name, dim.choice)
+        elif dim.uniform is not None:
+            out[name] = hp.uniform(name, *dim.uniform)
+        elif dim.loguniform is not None:
+            low, high = dim.loguniform
+            out[name] = hp.loguniform(name, math.log(low), math.log(high))
+        elif dim.integer is not None:
+            out[name] = hp.uniformint(name, *dim.integer)
+    return out
+
+
+def apply_hyperparams(train: TrainParams, hyperparams: dict[str, Any]) -> TrainParams:
+    """``train`` with dotted keys (``model.kind``, ``lr`` …) replaced by searched values."""
+    data = train.model_dump()
+    for key, value in hyperparams.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise InputError(f"search.space: {key!r} is not a key of the train section")
+        node[leaf] = int(value) if isinstance(node[leaf], int) and not isinstance(value, str) else value
+    return TrainParams.model_validate(data)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (for JSON records)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class SearchDriver:
+    """Ask/tell over hyperopt's TPE for one run."""
+
+    def __init__(self, params: SearchParams) -> None:
+        self.params = params
+        self.space = build_space(params.space)
+        self.domain = Domain(lambda _: 0.0, self.space)
+        self.trials = Trials()
+        self.algo = functools.partial(tpe.suggest, n_startup_jobs=params.n_startup, verbose=False)
+
+    @property
+    def next_trial_id(self) -> int:
+        return max((doc["tid"] for doc in self.trials._dynamic_trials), default=-1) + 1
+
+    def _insert(self, trial_id: int, vals: dict[str, list[Any]], record: TrialRecord | None) -> None:
+        idxs = {label: [trial_id] if vals.get(label) else [] for label in self.domain.params}
+        misc = {
+            "tid": trial_id,
+            "cmd": self.domain.cmd,
+            "workdir": None,
+            "idxs": idxs,
+            "vals": {label: list(vals.get(label, [])) for label in self.domain.params},
+        }
+        doc = self.trials.new_trial_docs([trial_id], [None], [{"status": "new"}], [misc])[0]
+        doc["state"] = JOB_STATE_RUNNING
+        self.trials.insert_trial_docs([doc])
+        self.trials.refresh()
+        if record is not None:
+            self.finish(record)
+
+    def restore(self, record: TrialRecord) -> None:
+        """Add a trial from the store: finished ones with their result, others as running."""
+        self._insert(record.trial_id, record.hyperopt_vals, record if record.done else None)
+
+    def suggest(self) -> tuple[int, dict[str, list[Any]], dict[str, Any]]:
+        """The next trial: its id, hyperopt's raw values and the hyperparameters."""
+        trial_id = self.next_trial_id
+        docs = self.algo([trial_id], self.domain, self.trials, self.params.seed + trial_id)
+        vals = {k: [_plain(x) for x in v] for k, v in docs[0]["misc"]["vals"].items()}
+        self._insert(trial_id, vals, None)
+        return trial_id, vals, self.hyperparams(vals)
+
+    def hyperparams(self, vals: dict[str, list[Any]]) -> dict[str, Any]:
+        """hyperopt's raw values (choice indices …) as the actual hyperparameters."""
+        point = hyperopt.space_eval(self.space, {k: v[0] for k, v in vals.items() if v})
+        return {k: _plain(v) for k, v in point.items()}
+
+    def finish(self, record: TrialRecord) -> None:
+        """Tell TPE a trial's result (a failed trial is excluded from its model)."""
+        for doc in self.trials._dynamic_trials:
+            if doc["tid"] == record.trial_id:
+                doc["state"] = JOB_STATE_DONE
+                doc["result"] = (
+                    {"status": STATUS_OK, "loss": record.loss}
+                    if record.status == "ok"
+                    else {"status": STATUS_FAIL}
+                )
+                doc["refresh_time"] = now()
+        self.trials.refresh()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_prepared(directory: str, mtime: float) -> Prepared:
+    return load_prepared(directory)
+
+
+def prepared_for_worker(directory: Path | str) -> Prepared:
+    """Load prepared data once per worker process (reloaded when it changes on disk)."""
+    directory = Path(directory)
+    return _cached_prepared(str(directory), (directory / "dataset.pt").stat().st_mtime)
+
+
+def run_trial(
+    store: Store,
+    run_id: str,
+    trial_id: int,
+    vals: dict[str, list[Any]],
+    hyperparams: dict[str, Any],
+    prepared_dir: Path | str,
+    train: TrainParams,
+    evaluate: EvaluateParams,
+) -> TrialRecord:
+    """Train and evaluate one trial, recording it in the store.
+
+    A trial that already finished (an earlier attempt got that far) is returned as it is,
+    never run twice. Exceptions of training (NaN loss, out of memory, a bad configuration) are
+    recorded as a failed trial; only the death of the process leaves a ``running`` record.
+    """
+    finished = store.finished_trial(run_id, trial_id)
+    if finished is not None:
+        return finished
+    started = time.perf_counter()
+    record = TrialRecord(
+        run_id=run_id, trial_id=trial_id, attempt=new_attempt_id(), params=hyperparams, hyperopt_vals=vals
+    )
+    store.write_trial(record)
+    update: dict[str, Any]
+    try:
+        prepared = prepared_for_worker(prepared_dir)
+        train_params = apply_hyperparams(train, hyperparams)
+        result = train_model(prepared, train_params, evaluate)
+        val = evaluate_model(result.model, prepared, "val", evaluate)
+        test = evaluate_model(result.model, prepared, "test", evaluate)
+        device = describe_device(result.device)
+        card = ModelCard(
+            input_dim=int(prepared.features.shape[1]),
+            model=train_params.model,
+            train_params=train_params.model_dump(mode="json"),
+            evaluate=evaluate,
+            prepare_params=prepared.meta["params"],
+            data_sha256=prepared.data_sha256,
+            device=device,
+            history=result.history,
+            metrics={"val": val, "test": test},
+        )
+        save_bundle(store.model_dir(record), result.model, prepared.encoder, card)
+        update = {
+            "status": "ok",
+            "objective": objective_value(evaluate.objective, val),
+            "history": result.history,
+            "val_metrics": val,
+            "test_metrics": test,
+            "train_seconds": result.seconds,
+            "data_sha256": prepared.data_sha256,
+            "hardware": Hardware(device=result.device, gpu=device.get("gpu")),
+        }
+    except (TrainingError, RuntimeError, ValueError, InputError) as exc:  # torch OOM is a RuntimeError
+        update = {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}"[:2000],
+            "traceback": traceback.format_exc(limit=5),
+        }
+    record = record.model_copy(update={**update, "finished": now(), "seconds": time.perf_counter() - started})
+    store.write_trial(record)
+    return record
+
+
+def register_top(store: Store, run_id: str, top_k: int, objective_name: str) -> list[RegistryEntry]:
+    """Register the ``top_k`` successful trials of a run by objective (the paper passes three)."""
+    manifest = store.load_manifest(run_id)
+    ok = [t for t in store.list_trials(run_id) if t.status == "ok" and t.objective is not None]
+    top = sorted(ok, key=lambda t: (-(t.objective or -math.inf), t.trial_id))[:top_k]
+    entries = [
+        RegistryEntry(
+            model_id=model_id_of(run_id, t.trial_id),
+            run_id=run_id,
+            trial_id=t.trial_id,
+            path=str(store.model_dir(t).relative_to(store.root)),
+            objective=float(t.objective or -math.inf),
+            objective_name=objective_name,
+            params=t.params,
+            val_metrics=t.val_metrics,
+            test_metrics=t.test_metrics,
+            data_sha256=t.data_sha256,
+            dvc_md5=manifest.dvc_md5 if manifest else None,
+            git_commit=manifest.git_commit if manifest else None,
+            trained=t.finished,
+        )
+        for t in top
+    ]
+    with store.registry_lock():
+        registry = store.load_registry()
+        known = {m.model_id for m in registry.models}
+        registry.models.extend(e for e in entries if e.model_id not in known)
+        store.save_registry(registry)
+    return entries
+
+
+def score_on(model_dir: Path, rows: pd.DataFrame, labels: np.ndarray, evaluate: EvaluateParams) -> float:
+    """A model's objective on decoded evaluation rows (rows it cannot encode count as wrong)."""
+    bundle = load_bundle(model_dir)
+    result = predict_frame(bundle, rows)
+    scores = pd.to_numeric(result["score"], errors="coerce").fillna(0.0).to_numpy()
+    metrics = compute_metrics(labels, scores, rows["Epitope"].to_numpy(), evaluate.threshold)
+    return objective_value(evaluate.objective, metrics)
+
+
+def promote_best(
+    store: Store,
+    candidates: list[RegistryEntry],
+    prepared: Prepared,
+    evaluate: EvaluateParams,
+    force: bool = False,
+) -> Promotion | None:
+    """Promote the best candidate if it beats the current model on the same evaluation data.
+
+    Both are scored on the validation split of ``prepared``, decoded to readable rows and
+    re-encoded by each model's own encoder, so models with different encodings compare fairly.
+    Returns the promotion, or None when the current model stays.
+    """
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda e: e.objective)
+    rows_index = prepared.rows("val")
+    rows = prepared.encoder.decode(prepared.features[rows_index].numpy())
+    rows["Epitope"] = prepared.epitopes_of(rows_index)
+    labels = prepared.labels[rows_index].numpy().astype(int)
+    with store.registry_lock():
+        registry = store.load_registry()
+        current = registry.current_entry
+        new_score = score_on(store.root / best.path, rows, labels, evaluate)
+        old_score = None
+        if current is not None and current.model_id != best.model_id:
+            old_path = store.root / current.path
+            old_score = score_on(old_path, rows, labels, evaluate) if old_path.exists() else -math.inf
+        if current is not None and current.model_id == best.model_id:
+            return None
+        if current is not None and not force and old_score is not None and new_score <= old_score:
+            return None
+        reason = (
+            "forced"
+            if force and current is not None and old_score is not None and new_score <= old_score
+            else "first model"
+            if current is None
+            else f"{evaluate.objective} {new_score:.4f} > {old_score:.4f} on the same validation rows"
+        )
+        promotion = Promotion(
+            model_id=best.model_id,
+            replaced=current.model_id if current else None,
+            reason=reason,
+            objective=new_score,
+            previous_objective=old_score,
+            eval_data_sha256=prepared.data_sha256,
+        )
+        registry.current = best.model_id
+        registry.history.append(promotion)
+        store.save_registry(registry)
+    return promotion
+
+
+__all__ = ["SearchDriver", "apply_hyperparams", "build_space", "promote_best", "register_top", "run_trial"]

@@ -1,0 +1,312 @@
+"""The result store: one directory shared by every host of a search, read by the dashboard.
+
+Layout (documented in ``docs/store.md``)::
+
+    STORE/
+      runs/<run_id>/manifest.json                  RunManifest
+      runs/<run_id>/trials/<tid>/<attempt>/trial.json   TrialRecord of one attempt
+      runs/<run_id>/trials/<tid>/<attempt>/model/  model bundle (weights.pt, encoder.json, card.json)
+      registry.json                                Registry: registered models, current best, history
+
+Every file is written atomically (temporary file + rename), so a reader never sees a partial
+record. Each attempt of a trial writes only inside its own directory, named after its host,
+process and a random suffix, so trials on different hosts never write the same file. When two
+attempts of one trial both finished (a worker presumed dead came back), the first to finish
+counts and the other is ignored: a trial is never counted twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tcr_pipeline.errors import InputError
+from tcr_pipeline.files import write_text_atomic
+
+STORE_ENV = "TCR_STORE"
+MANIFEST_FILE = "manifest.json"
+TRIAL_FILE = "trial.json"
+REGISTRY_FILE = "registry.json"
+MODEL_DIR = "model"
+R = TypeVar("R", bound=BaseModel)
+
+RunStatus = Literal["running", "completed", "failed", "interrupted"]
+TrialStatus = Literal["running", "ok", "failed"]
+
+
+def now() -> datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.now(UTC)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class RunManifest(_Record):
+    """What a search run is: its settings, code and data versions, and where it ran."""
+
+    run_id: str
+    status: RunStatus = "running"
+    started: datetime = Field(default_factory=now)
+    finished: datetime | None = None
+    max_evals: int
+    parallelism: int
+    cluster: str = "local"
+    objective: str = "paper"
+    seed: int = 42
+    params: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, Any] = Field(default_factory=dict)
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    data_path: str = ""
+    data_sha256: str = ""
+    dvc_md5: str | None = None
+    packages: dict[str, str] = Field(default_factory=dict)
+    host: str = Field(default_factory=socket.gethostname)
+    gpu: str | None = None
+    error: str | None = None
+
+
+class Hardware(_Record):
+    """Where one trial attempt ran."""
+
+    host: str = Field(default_factory=socket.gethostname)
+    pid: int = Field(default_factory=os.getpid)
+    device: str = "cpu"
+    gpu: str | None = None
+    slurm_job_id: str | None = Field(default_factory=lambda: os.environ.get("SLURM_JOB_ID"))
+
+
+class TrialRecord(_Record):
+    """One attempt at one trial: its hyperparameters, curves, metrics, model and hardware."""
+
+    run_id: str
+    trial_id: int
+    attempt: str
+    status: TrialStatus = "running"
+    params: dict[str, Any] = Field(default_factory=dict)
+    hyperopt_vals: dict[str, list[Any]] = Field(default_factory=dict)
+    objective: float | None = None
+    history: list[dict[str, float]] = Field(default_factory=list)
+    val_metrics: dict[str, float] = Field(default_factory=dict)
+    test_metrics: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
+    hardware: Hardware = Field(default_factory=Hardware)
+    started: datetime = Field(default_factory=now)
+    finished: datetime | None = None
+    seconds: float | None = None
+    train_seconds: float | None = None
+    data_sha256: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("ok", "failed")
+
+    @property
+    def loss(self) -> float:
+        """What hyperopt minimises: the negated objective (+inf for a failed trial)."""
+        if self.status != "ok" or self.objective is None or not math.isfinite(self.objective):
+            return math.inf
+        return -self.objective
+
+
+class RegistryEntry(_Record):
+    """A registered model: one of the top trials of a run."""
+
+    model_id: str
+    run_id: str
+    trial_id: int
+    path: str
+    objective: float
+    objective_name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    val_metrics: dict[str, float] = Field(default_factory=dict)
+    test_metrics: dict[str, float] = Field(default_factory=dict)
+    data_sha256: str = ""
+    dvc_md5: str | None = None
+    git_commit: str | None = None
+    trained: datetime | None = None
+    registered: datetime = Field(default_factory=now)
+
+
+class Promotion(_Record):
+    """One change of the current best model."""
+
+    model_id: str
+    replaced: str | None
+    promoted: datetime = Field(default_factory=now)
+    reason: str
+    objective: float
+    previous_objective: float | None = None
+    eval_data_sha256: str = ""
+
+
+class Registry(_Record):
+    """Registered models, the one in use, and the history of promotions."""
+
+    models: list[RegistryEntry] = Field(default_factory=list)
+    current: str | None = None
+    history: list[Promotion] = Field(default_factory=list)
+
+    def get(self, model_id: str) -> RegistryEntry | None:
+        return next((m for m in self.models if m.model_id == model_id), None)
+
+    @property
+    def current_entry(self) -> RegistryEntry | None:
+        return self.get(self.current) if self.current else None
+
+
+def model_id_of(run_id: str, trial_id: int) -> str:
+    """The registry id of a trial's model."""
+    return f"{run_id}/{trial_id:04d}"
+
+
+def new_attempt_id() -> str:
+    """A name for one attempt, unique across hosts and processes."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def new_run_id() -> str:
+    """A sortable run id: UTC time plus a random suffix."""
+    return f"{now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+class Store:
+    """Typed access to a result store directory; the only code that reads or writes it."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def from_env(cls, root: Path | str | None = None) -> Store:
+        """``root`` if given, else ``$TCR_STORE``, else ``./store``."""
+        return cls(root or os.environ.get(STORE_ENV) or "store")
+
+    # runs ---------------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def write_manifest(self, manifest: RunManifest) -> None:
+        _write_record(self.run_dir(manifest.run_id) / MANIFEST_FILE, manifest)
+
+    def load_manifest(self, run_id: str) -> RunManifest | None:
+        return _read_record(self.run_dir(run_id) / MANIFEST_FILE, RunManifest)
+
+    def list_runs(self) -> list[RunManifest]:
+        """Every run with a readable manifest, oldest first."""
+        runs_dir = self.root / "runs"
+        if not runs_dir.is_dir():
+            return []
+        manifests = [self.load_manifest(p.name) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
+        return sorted((m for m in manifests if m is not None), key=lambda m: m.started)
+
+    # trials -------------------------------------------------------------------------------
+    def attempt_dir(self, run_id: str, trial_id: int, attempt: str) -> Path:
+        return self.run_dir(run_id) / "trials" / f"{trial_id:04d}" / attempt
+
+    def model_dir(self, record: TrialRecord) -> Path:
+        return self.attempt_dir(record.run_id, record.trial_id, record.attempt) / MODEL_DIR
+
+    def write_trial(self, record: TrialRecord) -> None:
+        _write_record(self.attempt_dir(record.run_id, record.trial_id, record.attempt) / TRIAL_FILE, record)
+
+    def trial_attempts(self, run_id: str) -> Iterator[TrialRecord]:
+        """Every readable attempt record of a run."""
+        trials_dir = self.run_dir(run_id) / "trials"
+        if not trials_dir.is_dir():
+            return
+        for trial_dir in sorted(trials_dir.iterdir()):
+            if not trial_dir.is_dir():
+                continue
+            for attempt_dir in sorted(trial_dir.iterdir()):
+                record = _read_record(attempt_dir / TRIAL_FILE, TrialRecord)
+                if record is not None:
+                    yield record
+
+    def list_trials(self, run_id: str) -> list[TrialRecord]:
+        """One record per trial id: the first finished attempt, else the latest started one."""
+        chosen: dict[int, TrialRecord] = {}
+        for record in self.trial_attempts(run_id):
+            best = chosen.get(record.trial_id)
+            if best is None or _preferred(record, best):
+                chosen[record.trial_id] = record
+        return [chosen[t] for t in sorted(chosen)]
+
+    def finished_trial(self, run_id: str, trial_id: int) -> TrialRecord | None:
+        """The counted attempt of a trial, if one has finished."""
+        trial_dir = self.run_dir(run_id) / "trials" / f"{trial_id:04d}"
+        if not trial_dir.is_dir():
+            return None
+        done = [
+            r
+            for p in sorted(trial_dir.iterdir())
+            if (r := _read_record(p / TRIAL_FILE, TrialRecord)) is not None and r.done
+        ]
+        return min(done, key=_finish_key) if done else None
+
+    # registry -----------------------------------------------------------------------------
+    @contextmanager
+    def registry_lock(self) -> Iterator[None]:
+        """An exclusive lock for read-modify-write of the registry (fcntl, works on NFS v4)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".registry.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def load_registry(self) -> Registry:
+        return _read_record(self.root / REGISTRY_FILE, Registry) or Registry()
+
+    def save_registry(self, registry: Registry) -> None:
+        _write_record(self.root / REGISTRY_FILE, registry)
+
+    def resolve_model(self, name: str) -> Path:
+        """A model directory from ``best``, a registry id (``RUN/TID``) or a path."""
+        if name == "best":
+            entry = self.load_registry().current_entry
+            if entry is None:
+                raise InputError(f"{self.root}: no promoted model yet (run a search first)")
+            return self.root / entry.path
+        entry = self.load_registry().get(name)
+        if entry is not None:
+            return self.root / entry.path
+        return Path(name)
+
+
+def _finish_key(record: TrialRecord) -> tuple[datetime, str]:
+    return (record.finished or record.started, record.attempt)
+
+
+def _preferred(candidate: TrialRecord, current: TrialRecord) -> bool:
+    if candidate.done != current.done:
+        return candidate.done
+    if candidate.done:
+        return _finish_key(candidate) < _finish_key(current)
+    return candidate.started > current.started
+
+
+def _write_record(path: Path, record: BaseModel) -> None:
+    write_text_atomic(path, record.model_dump_json(indent=2) + "\n")
+
+
+def _read_record(path: Path, kind: type[R]) -> R | None:
+    """A record, or None when the file does not exist (yet)."""
+    try:
+        return kind.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValidationError as exc:
+        raise InputError(f"{path}: not a valid {kind.__name__} ({exc.error_count()} errors)") from None
