@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +21,7 @@ from tcr_pipeline.data import validate_file
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import write_json_atomic, write_text_atomic
 from tcr_pipeline.prepare import load_prepared, prepare_dataset
+from tcr_pipeline.store import Store, new_run_id
 from tcr_pipeline.training import describe_device, evaluate_model, train_model
 
 app = typer.Typer(
@@ -212,16 +216,187 @@ def evaluate(
     out.print(_metrics_table(f"{model_dir} (data {prepared.data_sha256[:12]})", metrics))
 
 
+StoreOption = Annotated[
+    Path | None,
+    typer.Option("--store", envvar="TCR_STORE", help="Result store directory [default: ./store]."),
+]
+
+
+@contextmanager
+def _search_progress(store: Store, run_id: str, total: int) -> Iterator[None]:
+    """A progress bar fed by polling the store (trials done / total, best objective so far)."""
+    stop = threading.Event()
+    with Progress(
+        TextColumn("[bold]search"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("search", total=total, info="")
+
+        def poll() -> None:
+            while not stop.wait(1.0):
+                try:
+                    trials = store.list_trials(run_id)
+                except InputError:
+                    continue
+                done = [t for t in trials if t.done]
+                scores = [t.objective for t in done if t.status == "ok" and t.objective is not None]
+                best = f"best {max(scores):.4f}" if scores else "best -"
+                progress.update(bar, completed=len(done), info=f"{best}, {len(trials) - len(done)} running")
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _params_path(params_file: Path | None) -> str | None:
+    return str(params_file) if params_file else "params.yaml"
+
+
+@app.command()
+def search(
+    max_evals: Annotated[int | None, typer.Option(help="Trials in the run (resumed ones count).")] = None,
+    parallelism: Annotated[int | None, typer.Option(help="Trials in flight at once.")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="Cluster profile: local, slurm-local, slurm-gpu …")
+    ] = None,
+    store: StoreOption = None,
+    run_id: Annotated[str | None, typer.Option(help="Resume this run, or name a new one.")] = None,
+    prepared_dir: Annotated[Path, typer.Option("--prepared", help="Output of `prepare`.")] = Path(
+        "data/prepared"
+    ),
+    params_file: ParamsOption = None,
+    objective: Annotated[str | None, typer.Option(help="paper, mean_epitope_auc, roc_auc …")] = None,
+    promote: Annotated[bool, typer.Option("--promote/--no-promote", help="Register and promote.")] = True,
+    force: Annotated[bool, typer.Option(help="Promote even if not better than the current model.")] = False,
+) -> None:
+    """Hyperparameter search (hyperopt TPE) as a Prefect flow on a Dask cluster; resumable by --run-id."""
+    from flows.search import search_flow
+
+    params = _params(params_file, {"search.max_evals": max_evals})
+    result_store = Store.from_env(store)
+    run_id = run_id or new_run_id()
+    with _search_progress(result_store, run_id, params.search.max_evals):
+        outcome = search_flow(
+            run_id=run_id,
+            max_evals=max_evals,
+            parallelism=parallelism,
+            cluster=cluster,
+            store=str(result_store.root),
+            prepared_dir=str(prepared_dir),
+            params_file=_params_path(params_file),
+            objective=objective,
+            promote=promote,
+            force=force,
+        )
+    out.print_json(json.dumps(outcome, default=str))
+
+
+@app.command()
+def pipeline(
+    data: Annotated[Path | None, typer.Option(help="Raw CSV (default: data.raw).")] = None,
+    max_evals: Annotated[int | None, typer.Option(help="Trials in the run.")] = None,
+    parallelism: Annotated[int | None, typer.Option(help="Trials in flight at once.")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Cluster profile.")] = None,
+    store: StoreOption = None,
+    run_id: Annotated[str | None, typer.Option(help="Resume this run, or name a new one.")] = None,
+    prepared_dir: Annotated[Path, typer.Option("--prepared", help="Where to prepare the data.")] = Path(
+        "data/prepared"
+    ),
+    params_file: ParamsOption = None,
+    force: Annotated[bool, typer.Option(help="Promote even if not better than the current model.")] = False,
+) -> None:
+    """The whole `tcr-pipeline` flow: prepare → search → promote."""
+    from flows.pipeline import pipeline_flow
+
+    params = _params(params_file, {"search.max_evals": max_evals})
+    result_store = Store.from_env(store)
+    run_id = run_id or new_run_id()
+    with _search_progress(result_store, run_id, params.search.max_evals):
+        outcome = pipeline_flow(
+            data=str(data) if data else None,
+            run_id=run_id,
+            max_evals=max_evals,
+            parallelism=parallelism,
+            cluster=cluster,
+            store=str(result_store.root),
+            prepared_dir=str(prepared_dir),
+            params_file=_params_path(params_file),
+            force=force,
+        )
+    out.print_json(json.dumps(outcome, default=str))
+    out.print(
+        f"results: store {result_store.root}; best model: tcr-pipeline best --store {result_store.root}",
+        markup=False,
+    )
+
+
+@app.command()
+def runs(store: StoreOption = None) -> None:
+    """List the search runs in the store: status, progress, best objective."""
+    result_store = Store.from_env(store)
+    table = Table(title=f"runs in {result_store.root}")
+    for column in ("run", "status", "trials", "failed", "best", "started", "finished", "data"):
+        table.add_column(column)
+    for manifest in result_store.list_runs():
+        trials = result_store.list_trials(manifest.run_id)
+        done = [t for t in trials if t.done]
+        scores = [t.objective for t in done if t.status == "ok" and t.objective is not None]
+        table.add_row(
+            manifest.run_id,
+            manifest.status,
+            f"{len(done)}/{manifest.max_evals}",
+            str(sum(t.status == "failed" for t in done)),
+            f"{max(scores):.4f}" if scores else "-",
+            f"{manifest.started:%Y-%m-%d %H:%M}",
+            f"{manifest.finished:%H:%M}" if manifest.finished else "-",
+            manifest.data_sha256[:12],
+        )
+    out.print(table)
+
+
+@app.command()
+def best(store: StoreOption = None) -> None:
+    """Show the current best (promoted) model: hyperparameters, metrics, data version, history."""
+    result_store = Store.from_env(store)
+    registry = result_store.load_registry()
+    entry = registry.current_entry
+    if entry is None:
+        raise InputError(f"{result_store.root}: no promoted model yet (run `tcr-pipeline search`)")
+    out.print(f"current best: {entry.model_id}  ({entry.objective_name} {entry.objective:.4f})", markup=False)
+    out.print(f"  hyperparameters: {json.dumps(entry.params)}", markup=False)
+    out.print(
+        f"  data sha256 {entry.data_sha256[:12]}  dvc md5 {entry.dvc_md5}  git {entry.git_commit}",
+        markup=False,
+    )
+    out.print(f"  path: {result_store.root / entry.path}", markup=False)
+    out.print(_metrics_table("current best", {"val": entry.val_metrics, "test": entry.test_metrics}))
+    for promotion in registry.history:
+        out.print(
+            f"  {promotion.promoted:%Y-%m-%d %H:%M} {promotion.model_id} replaced {promotion.replaced}: "
+            f"{promotion.reason}",
+            markup=False,
+        )
+
+
 @app.command()
 def predict(
     input_csv: Annotated[Path, typer.Argument(help="CSV of pairs (Label optional; extra columns are kept).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV.")],
-    model_dir: Annotated[Path, typer.Option("--model", help="Model bundle directory.")] = Path(
-        "models/model"
-    ),
+    model: Annotated[
+        str, typer.Option("--model", help="A bundle directory, `best`, or a registry id RUN/TRIAL.")
+    ] = "best",
+    store: StoreOption = None,
 ) -> None:
     """Score pairs: every input column plus score, prediction and error (empty when the row was valid)."""
-    bundle = load_bundle(model_dir)
+    bundle = load_bundle(Store.from_env(store).resolve_model(model))
     result = predict_file(bundle, input_csv, output)
     invalid = int((result["error"] != "").sum())
     out.print(f"scored {len(result) - invalid} of {len(result)} rows → {output}", markup=False)

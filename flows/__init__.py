@@ -1,0 +1,6 @@
+"""Prefect flows: the orchestration shell around the pure ``tcr_pipeline`` library.
+
+``prepare``       raw CSV → encoded tensors + encoder
+``search``        asynchronous hyperopt TPE trials on a Dask cluster, then registration/promotion
+``tcr-pipeline``  prepare → search → promote (flows/pipeline.py)
+"""

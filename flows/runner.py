@@ -1,0 +1,47 @@
+"""Build the Dask task runner of a search from a named cluster profile."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect_dask import DaskTaskRunner
+
+from tcr_pipeline.clusters import load_profile, task_runner_kwargs
+
+
+def share_api_url() -> None:
+    """Make Dask worker processes report to this process's Prefect API.
+
+    Workers read ``PREFECT_API_URL`` from the environment they start with. When it is unset,
+    this process talks to a server set in its Prefect settings (a profile, a test harness) or
+    to a temporary server it started itself; without the URL each worker process would start a
+    temporary server of its own on the same SQLite file ("database is locked"). On a cluster,
+    set ``PREFECT_API_URL`` to a real server instead (see slurm/README.md).
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        server = SubprocessASGIServer._instances.get(None)
+        url = server.api_url if server is not None and server.running else None
+    if url:
+        os.environ["PREFECT_API_URL"] = url
+
+
+def make_task_runner(
+    cluster: str, parallelism: int, overrides: dict[str, Any] | None = None
+) -> DaskTaskRunner:
+    """A ``DaskTaskRunner`` for profile ``cluster`` sized for ``parallelism`` trials in flight."""
+    profile = load_profile(cluster, overrides)
+    kwargs = task_runner_kwargs(profile)
+    share_api_url()
+    if profile.kind == "local":
+        kwargs["cluster_kwargs"] = {**kwargs["cluster_kwargs"], "n_workers": parallelism}
+        kwargs.pop("adapt_kwargs", None)
+    elif kwargs.get("adapt_kwargs"):
+        kwargs["adapt_kwargs"] = {**kwargs["adapt_kwargs"], "maximum": parallelism}
+    return DaskTaskRunner(**kwargs)

@@ -1,0 +1,274 @@
+"""The ``search`` flow: asynchronous TPE trials on a Dask cluster, recorded in the result store.
+
+``search`` resolves the settings (flow parameters > params.yaml > defaults), opens or resumes
+the run's manifest and hands over to ``search-trials``, a subflow whose task runner is the
+Dask cluster of the chosen profile. ``parallelism`` trials are in flight; as soon as one
+finishes the next TPE suggestion is submitted (no batch barrier).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
+
+from flows.runner import make_task_runner
+from tcr_pipeline.config import EvaluateParams, Params, SearchParams, TrainParams, load_params
+from tcr_pipeline.prepare import load_prepared
+from tcr_pipeline.provenance import dvc_md5, git_state, gpu_name, package_versions
+from tcr_pipeline.search import SearchDriver, promote_best, register_top, run_trial
+from tcr_pipeline.store import RunManifest, Store, TrialRecord, new_attempt_id, new_run_id, now
+
+INFRA_RETRIES = 2  # resubmissions of a trial whose worker died
+
+
+@task(
+    name="trial",
+    task_run_name="trial-{trial_id}",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    cache_policy=NO_CACHE,
+)
+def trial_task(
+    store_root: str,
+    run_id: str,
+    trial_id: int,
+    vals: dict[str, list[Any]],
+    hyperparams: dict[str, Any],
+    prepared_dir: str,
+    train: dict[str, Any],
+    evaluate: dict[str, Any],
+) -> dict[str, Any]:
+    """Train and evaluate one trial on a Dask worker; the record is in the store."""
+    record = run_trial(
+        Store(store_root),
+        run_id,
+        trial_id,
+        vals,
+        hyperparams,
+        prepared_dir,
+        TrainParams.model_validate(train),
+        EvaluateParams.model_validate(evaluate),
+    )
+    return record.model_dump(mode="json")
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_task(
+    store_root: str, run_id: str, prepared_dir: str, top_k: int, evaluate: dict[str, Any], force: bool = False
+) -> dict[str, Any]:
+    """Register the run's top trials and promote the best if it beats the current model."""
+    logger = get_run_logger()
+    store = Store(store_root)
+    evaluate_params = EvaluateParams.model_validate(evaluate)
+    entries = register_top(store, run_id, top_k, evaluate_params.objective)
+    promotion = promote_best(store, entries, load_prepared(prepared_dir), evaluate_params, force=force)
+    if promotion is None:
+        logger.info("kept the current model %s", store.load_registry().current)
+    else:
+        logger.info("promoted %s (%s)", promotion.model_id, promotion.reason)
+    return {
+        "registered": [e.model_id for e in entries],
+        "promoted": promotion.model_id if promotion else None,
+        "current": store.load_registry().current,
+    }
+
+
+def _record_failure(
+    store: Store,
+    run_id: str,
+    trial_id: int,
+    vals: dict[str, list[Any]],
+    hyperparams: dict[str, Any],
+    error: str,
+) -> TrialRecord:
+    """A failed record for a trial whose attempts all died with their workers."""
+    finished = store.finished_trial(run_id, trial_id)
+    if finished is not None:
+        return finished
+    record = TrialRecord(
+        run_id=run_id,
+        trial_id=trial_id,
+        attempt=new_attempt_id(),
+        status="failed",
+        params=hyperparams,
+        hyperopt_vals=vals,
+        error=error,
+        finished=now(),
+    )
+    store.write_trial(record)
+    return record
+
+
+@flow(name="search-trials")
+def search_trials(
+    store_root: str,
+    run_id: str,
+    prepared_dir: str,
+    search: dict[str, Any],
+    train: dict[str, Any],
+    evaluate: dict[str, Any],
+) -> dict[str, Any]:
+    """Run trials until the run holds ``max_evals`` finished ones (resumed trials included)."""
+    logger = get_run_logger()
+    store = Store(store_root)
+    settings = SearchParams.model_validate(search)
+    driver = SearchDriver(settings)
+    existing = store.list_trials(run_id)
+    for record in existing:
+        driver.restore(record)
+    finished = sum(r.done for r in existing)
+    best = max(
+        (r.objective for r in existing if r.status == "ok" and r.objective is not None), default=-math.inf
+    )
+    pending: dict[PrefectFuture[dict[str, Any]], tuple[int, dict[str, list[Any]], dict[str, Any], int]] = {}
+
+    def submit(
+        trial_id: int, vals: dict[str, list[Any]], hyperparams: dict[str, Any], tries: int = 0
+    ) -> None:
+        future = trial_task.submit(
+            store_root, run_id, trial_id, vals, hyperparams, prepared_dir, train, evaluate
+        )
+        pending[future] = (trial_id, vals, hyperparams, tries)
+
+    resumed = [r for r in existing if not r.done]
+    if resumed:
+        logger.info("resuming: %d finished, re-running %d interrupted trial(s)", finished, len(resumed))
+    for record in resumed[: max(settings.max_evals - finished, 0)]:
+        submit(record.trial_id, record.hyperopt_vals, record.params)
+
+    while True:
+        while len(pending) < settings.parallelism and finished + len(pending) < settings.max_evals:
+            submit(*driver.suggest())
+        if not pending:
+            break
+        future = next(iter(as_completed(list(pending))))
+        trial_id, vals, hyperparams, tries = pending.pop(future)
+        try:
+            record = TrialRecord.model_validate(future.result())
+        except Exception as exc:  # the worker died or the task crashed: infrastructure, not the trial
+            if tries < INFRA_RETRIES:
+                logger.warning("trial %d: %s; running it again", trial_id, exc)
+                submit(trial_id, vals, hyperparams, tries + 1)
+                continue
+            record = _record_failure(store, run_id, trial_id, vals, hyperparams, f"infrastructure: {exc}")
+        driver.finish(record)
+        finished += 1
+        if record.status == "ok" and record.objective is not None:
+            best = max(best, record.objective)
+        logger.info(
+            "trial %d %s (objective %s) — %d/%d done, best so far %.4f",
+            trial_id,
+            record.status,
+            f"{record.objective:.4f}" if record.objective is not None else "-",
+            finished,
+            settings.max_evals,
+            best,
+        )
+    return {"finished": finished, "best_objective": best}
+
+
+def resolve_params(params_file: str | None, overrides: dict[str, Any]) -> Params:
+    """params.yaml (when it exists) with flow parameters on top."""
+    path = params_file if params_file and Path(params_file).exists() else None
+    return load_params(path, overrides)
+
+
+@flow(name="search")
+def search_flow(
+    run_id: str | None = None,
+    max_evals: int | None = None,
+    parallelism: int | None = None,
+    cluster: str | None = None,
+    store: str | None = None,
+    prepared_dir: str = "data/prepared",
+    params_file: str | None = "params.yaml",
+    objective: str | None = None,
+    seed: int | None = None,
+    promote: bool = True,
+    force: bool = False,
+    cluster_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Hyperparameter search (resumes ``run_id`` when it exists), then registration and promotion."""
+    logger = get_run_logger()
+    params = resolve_params(
+        params_file,
+        {
+            "search.max_evals": max_evals,
+            "search.parallelism": parallelism,
+            "search.cluster": cluster,
+            "search.seed": seed,
+            "evaluate.objective": objective,
+        },
+    )
+    result_store = Store.from_env(store)
+    run_id = run_id or new_run_id()
+    prepared = load_prepared(prepared_dir)
+    manifest = result_store.load_manifest(run_id)
+    if manifest is None:
+        commit, dirty = git_state()
+        manifest = RunManifest(
+            run_id=run_id,
+            max_evals=params.search.max_evals,
+            parallelism=params.search.parallelism,
+            cluster=params.search.cluster,
+            objective=params.evaluate.objective,
+            seed=params.search.seed,
+            params=params.model_dump(mode="json"),
+            search_space={k: v.model_dump(exclude_none=True) for k, v in params.search.space.items()},
+            git_commit=commit,
+            git_dirty=dirty,
+            data_path=str(prepared.meta.get("raw", "")),
+            data_sha256=prepared.data_sha256,
+            dvc_md5=dvc_md5(prepared.meta.get("raw", params.data.raw)),
+            packages=package_versions(),
+            gpu=gpu_name(),
+            prepared_dir=str(prepared_dir),
+        )
+        logger.info("new run %s in %s", run_id, result_store.root)
+    else:
+        if manifest.data_sha256 != prepared.data_sha256:
+            raise ValueError(
+                f"run {run_id} was started on data {manifest.data_sha256[:12]}, "
+                f"but {prepared_dir} holds {prepared.data_sha256[:12]}"
+            )
+        manifest = manifest.model_copy(
+            update={"status": "running", "finished": None, "max_evals": params.search.max_evals}
+        )
+        logger.info("resuming run %s", run_id)
+    result_store.write_manifest(manifest)
+
+    runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides)
+    try:
+        summary = search_trials.with_options(task_runner=runner)(
+            str(result_store.root),
+            run_id,
+            str(prepared_dir),
+            params.search.model_dump(mode="json"),
+            params.train.model_dump(mode="json"),
+            params.evaluate.model_dump(mode="json"),
+        )
+        outcome: dict[str, Any] = {"run_id": run_id, "store": str(result_store.root), **summary}
+        if promote:
+            outcome |= promote_task(
+                str(result_store.root),
+                run_id,
+                str(prepared_dir),
+                params.search.top_k,
+                params.evaluate.model_dump(mode="json"),
+                force,
+            )
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        result_store.write_manifest(
+            manifest.model_copy(
+                update={"status": status, "finished": now(), "error": f"{type(exc).__name__}: {exc}"}
+            )
+        )
+        raise
+    result_store.write_manifest(manifest.model_copy(update={"status": "completed", "finished": now()}))
+    return outcome
