@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,dvc,flows,dashboard
 DEMO ?= results/demo
+DEMO_EVALS ?= 8
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint format repro bench constraints clean paper
+.PHONY: demo single baseline test lint format repro bench constraints clean paper
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian, apt-get install python3-venv" >&2; exit 1; }
@@ -20,12 +21,17 @@ $(STAMP): pyproject.toml requirements/constraints.txt | $(BIN)/python
 	$(BIN)/pip check
 	touch $@
 
-## demo: prepare -> train -> evaluate on the shipped data, no cluster, no GPU
+## demo: the whole pipeline flow (prepare -> search -> promote) on a local Dask cluster, no GPU
 demo: $(STAMP)
+	tcr-pipeline pipeline --prepared $(DEMO)/prepared --store $(DEMO)/store --max-evals $(DEMO_EVALS)
+	tcr-pipeline best --store $(DEMO)/store
+	@echo "results: $(DEMO)/store (runs/<run>/trials/*/*/trial.json, models, registry.json); docs/store.md"
+
+## single: one model, prepare -> train -> evaluate, without Prefect
+single: $(STAMP)
 	tcr-pipeline prepare --out $(DEMO)/prepared
 	tcr-pipeline train --prepared $(DEMO)/prepared --out $(DEMO)/model
 	tcr-pipeline evaluate --model $(DEMO)/model --prepared $(DEMO)/prepared --metrics $(DEMO)/metrics.json --write-card
-	@echo "results: $(DEMO)/model (model bundle: weights.pt, encoder.json, card.json) and $(DEMO)/metrics.json"
 
 ## test: the fast suite plus every marked test whose service is present (SLURM, browser)
 test: $(STAMP)
@@ -60,3 +66,7 @@ paper: $(STAMP)
 	tcr-pipeline prepare --encoding paper --split random --clone-id --out $(PAPER)/prepared
 	tcr-pipeline train --prepared $(PAPER)/prepared --out $(PAPER)/model --model medium --lr 0.01 --epochs 15
 	tcr-pipeline evaluate --model $(PAPER)/model --prepared $(PAPER)/prepared --metrics $(PAPER)/metrics.json --write-card
+
+## baseline: per-epitope logistic regression on CDR3 k-mers + V/J genes (TCR-grouped split)
+baseline: $(STAMP)
+	tcr-pipeline baseline --metrics results/baseline/metrics.json

@@ -405,6 +405,39 @@ def predict(
 
 
 @app.command()
+def baseline(
+    params_file: ParamsOption = None,
+    data: Annotated[Path | None, typer.Option(help="Raw CSV (default: data.raw).")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="random, tcr or epitope (default: prepare.split).")
+    ] = None,
+    metrics_file: Annotated[
+        Path | None, typer.Option("--metrics", "-o", help="Write metrics JSON here.")
+    ] = None,
+) -> None:
+    """Per-epitope logistic regression on CDR3 2–3-mers + one-hot V/J, on the same split as `prepare`."""
+    from tcr_pipeline.baseline import fit_baseline
+    from tcr_pipeline.data import load_pairs
+    from tcr_pipeline.files import sha256_file
+    from tcr_pipeline.metrics import compute_metrics
+    from tcr_pipeline.splits import SPLITS, split_pairs
+
+    params = _params(params_file, {"data.raw": str(data) if data else None, "prepare.split": split})
+    frame = load_pairs(params.data.raw)
+    assignment = split_pairs(frame, params.prepare)
+    model = fit_baseline(frame[assignment == 0])
+    metrics = {}
+    for name in ("val", "test"):
+        rows = frame[assignment == SPLITS.index(name)]
+        metrics[name] = compute_metrics(
+            rows["Label"].to_numpy(), model.score(rows), rows["Epitope"].to_numpy(), params.evaluate.threshold
+        )
+    if metrics_file is not None:
+        write_json_atomic(metrics_file, {"data_sha256": sha256_file(params.data.raw), **metrics})
+    out.print(_metrics_table(f"k-mer logistic regression baseline (split={params.prepare.split})", metrics))
+
+
+@app.command()
 def show(model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")]) -> None:
     """Print a model bundle's card as JSON."""
     out.print_json(load_card(model_dir).model_dump_json())

@@ -1,0 +1,209 @@
+"""Real Prefect flows on a real Dask LocalCluster: search, promotion, kill and resume."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tcr_pipeline.config import PrepareParams
+from tcr_pipeline.data import tcr_keys
+from tcr_pipeline.prepare import prepare_dataset
+from tcr_pipeline.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "data" / "raw" / "viral_pairs.csv"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_api() -> Iterator[str]:
+    """A temporary Prefect server for this module; its URL is exported for subprocesses."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    previous = os.environ.get("PREFECT_API_URL")
+    with prefect_test_harness(server_startup_timeout=120):
+        url = PREFECT_API_URL.value()
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small labelled table (60 TCRs × 14 epitopes), prepared, plus a shrunk params.yaml."""
+    root = tmp_path_factory.mktemp("flows")
+    frame = pd.read_csv(RAW, dtype=str, keep_default_na=False)
+    keys = tcr_keys(frame)
+    chosen = sorted(keys.unique())[:60]
+    small = frame[keys.isin(chosen)]
+    small.to_csv(root / "small.csv", index=False)
+    prepare_dataset(root / "small.csv", PrepareParams(), root / "prepared")
+    params = {
+        "data": {"raw": str(root / "small.csv")},
+        "train": {"model": {"kind": "small", "small_widths": [32, 16]}, "epochs": 1, "batch_size": 256},
+        "search": {
+            "max_evals": 4,
+            "parallelism": 2,
+            "n_startup": 2,
+            "space": {
+                "model.kind": {"choice": ["small"]},
+                "lr": {"uniform": [0.001, 0.05]},
+                "epochs": {"integer": [1, 2]},
+            },
+        },
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def _finished(store: Store, run_id: str) -> list:
+    return [t for t in store.list_trials(run_id) if t.done]
+
+
+def test_search_flow_runs_trials_on_dask_workers_and_promotes(prefect_api: str, workdir: Path) -> None:
+    from flows.search import search_flow
+
+    store = Store(workdir / "store-a")
+    outcome = search_flow(
+        run_id="run-a",
+        store=str(store.root),
+        prepared_dir=str(workdir / "prepared"),
+        params_file=str(workdir / "params.yaml"),
+    )
+    trials = store.list_trials("run-a")
+    assert [t.trial_id for t in trials] == [0, 1, 2, 3]
+    assert all(t.status == "ok" for t in trials)
+    # trials ran in Dask worker processes, not in this one
+    assert {t.hardware.pid for t in trials}.isdisjoint({os.getpid()})
+    assert all(len(t.history) == t.params["epochs"] for t in trials)
+    assert all(store.model_dir(t).joinpath("weights.pt").exists() for t in trials)
+    manifest = store.load_manifest("run-a")
+    assert manifest is not None
+    assert manifest.status == "completed"
+    assert manifest.data_sha256 == hashlib.sha256((workdir / "small.csv").read_bytes()).hexdigest()
+    registry = store.load_registry()
+    assert len(registry.models) == 3
+    best = max(trials, key=lambda t: t.objective or -1e9)
+    assert registry.current == f"run-a/{best.trial_id:04d}"
+    assert outcome["current"] == registry.current
+    assert len(registry.history) == 1
+    assert registry.history[0].replaced is None
+
+
+def test_search_with_a_failing_trial_records_it_and_goes_on(prefect_api: str, workdir: Path) -> None:
+    """A learning rate that diverges is a failed trial with its error; the search completes."""
+    from flows.search import search_flow
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["search"]["space"]["lr"] = {"choice": [1e30]}
+    params["search"]["max_evals"] = 2
+    (workdir / "params-nan.yaml").write_text(yaml.safe_dump(params))
+    store = Store(workdir / "store-nan")
+    search_flow(
+        run_id="run-nan",
+        store=str(store.root),
+        prepared_dir=str(workdir / "prepared"),
+        params_file=str(workdir / "params-nan.yaml"),
+    )
+    trials = store.list_trials("run-nan")
+    assert len(trials) == 2
+    assert all(t.status == "failed" for t in trials)
+    assert all(t.error and "TrainingError" in t.error for t in trials)
+    assert store.load_manifest("run-nan").status == "completed"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sigkill_mid_search_then_resume(prefect_api: str, workdir: Path) -> None:
+    """Kill the flow process mid-run; resuming the run id finishes it with exactly max_evals trials."""
+    store = Store(workdir / "store-kill")
+    max_evals = 6
+    command = [
+        sys.executable, "-m", "tcr_pipeline.cli", "search",
+        "--run-id", "run-kill", "--store", str(store.root), "--max-evals", str(max_evals),
+        "--parallelism", "2", "--prepared", str(workdir / "prepared"),
+        "--params", str(workdir / "params.yaml"),
+    ]  # fmt: skip
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    process = subprocess.Popen(
+        command, cwd=workdir, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while len(_finished(store, "run-kill")) < 2:
+        assert process.poll() is None, "the search ended before it could be killed"
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the flow process and its Dask workers
+    process.wait()
+    before = {t.trial_id: t for t in _finished(store, "run-kill")}
+    assert 2 <= len(before) < max_evals
+    files_before = {
+        tid: (_digest(store.attempt_dir("run-kill", tid, t.attempt) / "trial.json"),
+              _digest(store.model_dir(t) / "weights.pt"))
+        for tid, t in before.items()
+    }  # fmt: skip
+    assert store.load_manifest("run-kill").status == "running"  # killed: never marked finished
+
+    resumed = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    trials = store.list_trials("run-kill")
+    finished = [t for t in trials if t.done]
+    assert sorted(t.trial_id for t in finished) == list(range(max_evals))  # none lost, none duplicated
+    assert len(finished) == max_evals
+    for tid, (trial_digest, weights_digest) in files_before.items():
+        record = store.list_trials("run-kill")[tid]
+        assert record.attempt == before[tid].attempt  # the same attempt still counts
+        assert _digest(store.attempt_dir("run-kill", tid, record.attempt) / "trial.json") == trial_digest
+        assert _digest(store.model_dir(record) / "weights.pt") == weights_digest
+    assert store.load_manifest("run-kill").status == "completed"
+
+
+def test_promotion_keeps_a_better_current_model(prefect_api: str, workdir: Path) -> None:
+    """A second run whose trials are all worse does not replace the current model (unless forced)."""
+    from flows.search import search_flow
+
+    store = Store(workdir / "store-promo")
+    common = {"store": str(store.root), "prepared_dir": str(workdir / "prepared")}
+    search_flow(run_id="good", params_file=str(workdir / "params.yaml"), **common)
+    first = store.load_registry().current
+    assert first is not None
+    assert first.startswith("good/")
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["search"]["space"]["lr"] = {"choice": [1e-9]}  # learns nothing
+    params["search"]["space"]["epochs"] = {"choice": [1]}
+    params["search"]["max_evals"] = 2
+    (workdir / "params-bad.yaml").write_text(yaml.safe_dump(params))
+    outcome = search_flow(run_id="bad", params_file=str(workdir / "params-bad.yaml"), **common)
+    registry = store.load_registry()
+    if outcome["promoted"] is None:
+        assert registry.current == first
+        assert len(registry.history) == 1
+        forced = search_flow(run_id="bad", params_file=str(workdir / "params-bad.yaml"), force=True, **common)
+        assert forced["promoted"] is not None
+        registry = store.load_registry()
+        assert registry.current.startswith("bad/")
+        assert registry.history[-1].replaced == first
+    else:  # the untrained model really scored higher on the shared validation rows
+        assert registry.history[-1].objective > registry.history[-1].previous_objective
