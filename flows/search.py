@@ -17,10 +17,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.runner import make_task_runner
-from tcr_pipeline.config import EvaluateParams, Params, SearchParams, TrainParams, load_params
+from tcr_pipeline.baseline import evaluate_baseline
+from tcr_pipeline.config import EvaluateParams, Params, PrepareParams, SearchParams, TrainParams, load_params
+from tcr_pipeline.data import load_pairs
 from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.provenance import dvc_md5, git_state, gpu_name, package_versions
 from tcr_pipeline.search import SearchDriver, promote_best, register_top, run_trial
+from tcr_pipeline.splits import split_pairs
 from tcr_pipeline.store import RunManifest, Store, TrialRecord, new_attempt_id, new_run_id, now
 
 INFRA_RETRIES = 2  # resubmissions of a trial whose worker died
@@ -102,6 +105,16 @@ def _record_failure(
     )
     store.write_trial(record)
     return record
+
+
+@task(name="baseline", cache_policy=NO_CACHE)
+def baseline_task(store_root: str, run_id: str, raw: str, prepare: dict[str, Any], threshold: float) -> float:
+    """The k-mer logistic-regression baseline on the run's own split; returns its test mean epitope AUC."""
+    params = PrepareParams.model_validate(prepare)
+    frame = load_pairs(raw, require_clone_id=params.use_clone_id)
+    metrics = evaluate_baseline(frame, split_pairs(frame, params), threshold)
+    Store(store_root).write_baseline(run_id, metrics)
+    return metrics["test"]["mean_epitope_auc"]
 
 
 @flow(name="search-trials")
@@ -191,6 +204,7 @@ def search_flow(
     seed: int | None = None,
     promote: bool = True,
     force: bool = False,
+    baseline: bool = True,
     cluster_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Hyperparameter search (resumes ``run_id`` when it exists), then registration and promotion."""
@@ -242,9 +256,17 @@ def search_flow(
         logger.info("resuming run %s", run_id)
     result_store.write_manifest(manifest)
 
+    if baseline and result_store.load_baseline(run_id) is None and prepared.meta.get("raw"):
+        baseline_task(
+            str(result_store.root),
+            run_id,
+            str(prepared.meta["raw"]),
+            prepared.meta["params"],
+            params.evaluate.threshold,
+        )
     runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides)
     try:
-        summary = search_trials.with_options(task_runner=runner)(
+        summary = search_trials.with_options(task_runner=runner)(  # type: ignore[arg-type]
             str(result_store.root),
             run_id,
             str(prepared_dir),

@@ -76,3 +76,19 @@ def fit_baseline(train: pd.DataFrame, c: float = 1.0, seed: int = 42) -> KmerBas
         model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
         baseline.classifiers[str(epitope)] = model.fit(features[rows], labels[rows])
     return baseline
+
+
+def evaluate_baseline(
+    frame: pd.DataFrame, assignment: np.ndarray, threshold: float = 0.5
+) -> dict[str, dict[str, float]]:
+    """Fit on the training rows (split 0); metrics on validation (1) and test (2)."""
+    from tcr_pipeline.metrics import compute_metrics
+
+    model = fit_baseline(frame[assignment == 0])
+    metrics = {}
+    for split, name in ((1, "val"), (2, "test")):
+        rows = frame[assignment == split]
+        metrics[name] = compute_metrics(
+            rows["Label"].to_numpy(), model.score(rows), rows["Epitope"].to_numpy(), threshold
+        )
+    return metrics

@@ -416,22 +416,14 @@ def baseline(
     ] = None,
 ) -> None:
     """Per-epitope logistic regression on CDR3 2–3-mers + one-hot V/J, on the same split as `prepare`."""
-    from tcr_pipeline.baseline import fit_baseline
+    from tcr_pipeline.baseline import evaluate_baseline
     from tcr_pipeline.data import load_pairs
     from tcr_pipeline.files import sha256_file
-    from tcr_pipeline.metrics import compute_metrics
-    from tcr_pipeline.splits import SPLITS, split_pairs
+    from tcr_pipeline.splits import split_pairs
 
     params = _params(params_file, {"data.raw": str(data) if data else None, "prepare.split": split})
     frame = load_pairs(params.data.raw)
-    assignment = split_pairs(frame, params.prepare)
-    model = fit_baseline(frame[assignment == 0])
-    metrics = {}
-    for name in ("val", "test"):
-        rows = frame[assignment == SPLITS.index(name)]
-        metrics[name] = compute_metrics(
-            rows["Label"].to_numpy(), model.score(rows), rows["Epitope"].to_numpy(), params.evaluate.threshold
-        )
+    metrics = evaluate_baseline(frame, split_pairs(frame, params.prepare), params.evaluate.threshold)
     if metrics_file is not None:
         write_json_atomic(metrics_file, {"data_sha256": sha256_file(params.data.raw), **metrics})
     out.print(_metrics_table(f"k-mer logistic regression baseline (split={params.prepare.split})", metrics))

@@ -4,6 +4,7 @@ Layout (documented in ``docs/store.md``)::
 
     STORE/
       runs/<run_id>/manifest.json                  RunManifest
+      runs/<run_id>/baseline.json                  k-mer baseline metrics on the run's split
       runs/<run_id>/trials/<tid>/<attempt>/trial.json   TrialRecord of one attempt
       runs/<run_id>/trials/<tid>/<attempt>/model/  model bundle (weights.pt, encoder.json, card.json)
       registry.json                                Registry: registered models, current best, history
@@ -18,6 +19,7 @@ counts and the other is ignored: a trial is never counted twice.
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import os
 import socket
@@ -37,6 +39,7 @@ STORE_ENV = "TCR_STORE"
 MANIFEST_FILE = "manifest.json"
 TRIAL_FILE = "trial.json"
 REGISTRY_FILE = "registry.json"
+BASELINE_FILE = "baseline.json"
 MODEL_DIR = "model"
 R = TypeVar("R", bound=BaseModel)
 
@@ -210,6 +213,16 @@ class Store:
             return []
         manifests = [self.load_manifest(p.name) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
         return sorted((m for m in manifests if m is not None), key=lambda m: m.started)
+
+    def write_baseline(self, run_id: str, metrics: dict[str, dict[str, float]]) -> None:
+        """Metrics of the k-mer baseline computed on the run's split (``baseline.json``)."""
+        write_text_atomic(self.run_dir(run_id) / BASELINE_FILE, json.dumps(metrics, indent=2) + "\n")
+
+    def load_baseline(self, run_id: str) -> dict[str, dict[str, float]] | None:
+        try:
+            return json.loads((self.run_dir(run_id) / BASELINE_FILE).read_text())
+        except FileNotFoundError:
+            return None
 
     # trials -------------------------------------------------------------------------------
     def attempt_dir(self, run_id: str, trial_id: int, attempt: str) -> Path:
