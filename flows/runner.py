@@ -36,9 +36,9 @@ def make_task_runner(
     cluster: str, parallelism: int, overrides: dict[str, Any] | None = None
 ) -> DaskTaskRunner:
     """A ``DaskTaskRunner`` for profile ``cluster`` sized for ``parallelism`` trials in flight."""
+    share_api_url()  # first: a SLURM profile exports PREFECT_API_URL into its job scripts
     profile = load_profile(cluster, overrides)
     kwargs = task_runner_kwargs(profile)
-    share_api_url()
     if profile.kind == "local":
         kwargs["cluster_kwargs"] = {**kwargs["cluster_kwargs"], "n_workers": parallelism}
         kwargs.pop("adapt_kwargs", None)

@@ -29,6 +29,22 @@ from tcr_pipeline.store import RunManifest, Store, TrialRecord, new_attempt_id, 
 INFRA_RETRIES = 2  # resubmissions of a trial whose worker died
 
 
+def _worker_device() -> str:
+    """``auto``, or one GPU per Dask worker when a node has several (worker i → GPU i mod n)."""
+    import torch
+    from distributed import get_worker
+
+    count = torch.cuda.device_count()
+    if count <= 1:
+        return "auto"
+    try:
+        name = get_worker().name
+    except ValueError:  # not on a Dask worker
+        return "auto"
+    index = name if isinstance(name, int) else sum(map(ord, str(name)))
+    return f"cuda:{index % count}"
+
+
 @task(
     name="trial",
     task_run_name="trial-{trial_id}",
@@ -47,6 +63,9 @@ def trial_task(
     evaluate: dict[str, Any],
 ) -> dict[str, Any]:
     """Train and evaluate one trial on a Dask worker; the record is in the store."""
+    train_params = TrainParams.model_validate(train)
+    if train_params.device == "auto":
+        train_params = train_params.model_copy(update={"device": _worker_device()})
     record = run_trial(
         Store(store_root),
         run_id,
@@ -54,7 +73,7 @@ def trial_task(
         vals,
         hyperparams,
         prepared_dir,
-        TrainParams.model_validate(train),
+        train_params,
         EvaluateParams.model_validate(evaluate),
     )
     return record.model_dump(mode="json")

@@ -435,6 +435,34 @@ def show(model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.
     out.print_json(load_card(model_dir).model_dump_json())
 
 
+slurm_app = typer.Typer(help="Cluster profiles and the SLURM job scripts they submit.", no_args_is_help=True)
+app.add_typer(slurm_app, name="slurm")
+
+
+@slurm_app.command("profiles")
+def slurm_profiles() -> None:
+    """List the cluster profiles (shipped, $TCR_PROFILES, ./profiles/)."""
+    from tcr_pipeline.clusters import list_profiles, load_profile
+
+    table = Table(title="cluster profiles")
+    for column in ("name", "kind", "description", "file"):
+        table.add_column(column)
+    for name in list_profiles():
+        profile = load_profile(name)
+        table.add_row(name, profile.kind, profile.description or "", str(profile.source))
+    out.print(table)
+
+
+@slurm_app.command("script")
+def slurm_script(
+    profile: Annotated[str, typer.Option("--profile", help="Profile name or YAML path.")] = "slurm-gpu",
+) -> None:
+    """Print the exact job script dask-jobqueue will submit for a profile (nothing is submitted)."""
+    from tcr_pipeline.clusters import load_profile, render_job_script
+
+    out.print(render_job_script(load_profile(profile)), markup=False, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: run the app, turning bad input into one line on stderr and exit status 2."""
     try:

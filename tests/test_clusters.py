@@ -1,0 +1,314 @@
+"""Cluster profiles: loading, resolution, overrides, task runner arguments and job scripts as text."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tcr_pipeline.clusters import (
+    SHIPPED_DIR,
+    ClusterProfile,
+    list_profiles,
+    load_profile,
+    render_job_script,
+    task_runner_kwargs,
+)
+from tcr_pipeline.errors import InputError
+
+SHIPPED = ["local", "slurm-local", "slurm-cpu", "slurm-gpu"]
+SLURM_SHIPPED = ["slurm-local", "slurm-cpu", "slurm-gpu"]
+NO_ENV: dict[str, str] = {}  # renders without PREFECT_API_URL / TCR_STORE, whatever the shell has
+
+
+@pytest.fixture(autouse=True)
+def _no_user_profiles(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only the shipped profiles are visible: no $TCR_PROFILES, and a cwd without ./profiles."""
+    monkeypatch.delenv("TCR_PROFILES", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def _script(name: str, overrides: dict[str, object] | None = None, **environ: str) -> str:
+    return render_job_script(load_profile(name, overrides), environ)
+
+
+# Every shipped profile -------------------------------------------------------------------------
+
+
+def test_list_profiles_names_the_shipped_ones() -> None:
+    assert list_profiles() == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_profile_loads(name: str) -> None:
+    profile = load_profile(name)
+    assert isinstance(profile, ClusterProfile)
+    assert profile.name == name
+    assert profile.kind == ("local" if name == "local" else "slurm")
+    assert profile.source == SHIPPED_DIR / f"{name}.yaml"
+    assert profile.description
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_field_of_a_shipped_profile_is_commented(name: str) -> None:
+    """Each key has a comment on its line or on the comment block right above it."""
+    lines = (SHIPPED_DIR / f"{name}.yaml").read_text().splitlines()
+    undocumented = []
+    for number, line in enumerate(lines):
+        match = re.match(r"\s*([A-Za-z_][\w-]*):", line)
+        if match is None:
+            continue
+        above = lines[number - 1].strip() if number else ""
+        if "#" not in line and not above.startswith("#"):
+            undocumented.append(match.group(1))
+    assert not undocumented, f"{name}.yaml: keys without a comment: {undocumented}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_task_runner_kwargs_build_a_dask_task_runner(name: str) -> None:
+    prefect_dask = pytest.importorskip("prefect_dask")
+    kwargs = task_runner_kwargs(load_profile(name), NO_ENV)
+    assert set(kwargs) == {"cluster_class", "cluster_kwargs", "adapt_kwargs"}
+    runner = prefect_dask.DaskTaskRunner(**kwargs)  # builds no cluster until the flow starts
+    expected = "LocalCluster" if name == "local" else "SLURMCluster"
+    assert runner.resolved_cluster_class.__name__ == expected
+    assert runner.cluster_kwargs == kwargs["cluster_kwargs"]
+
+
+def test_adapt_kwargs_are_worker_bounds() -> None:
+    assert task_runner_kwargs(load_profile("slurm-local"), NO_ENV)["adapt_kwargs"] == {
+        "minimum": 0,
+        "maximum": 2,
+    }
+    assert task_runner_kwargs(load_profile("slurm-cpu"), NO_ENV)["adapt_kwargs"] == {
+        "minimum": 0,
+        "maximum": 40,
+        "interval": "10s",
+        "wait_count": 6,
+    }
+    assert task_runner_kwargs(load_profile("local"), NO_ENV)["adapt_kwargs"] is None
+
+
+def test_local_profile_is_a_local_cluster() -> None:
+    kwargs = task_runner_kwargs(load_profile("local"), NO_ENV)
+    assert kwargs["cluster_class"] == "distributed.LocalCluster"
+    assert kwargs["cluster_kwargs"]["threads_per_worker"] == 1
+    assert kwargs["cluster_kwargs"]["processes"] is True
+    with pytest.raises(InputError, match="submits no job script"):
+        render_job_script(load_profile("local"))
+
+
+# Job scripts, as text ----------------------------------------------------------------------------
+
+
+def test_slurm_local_job_script() -> None:
+    script = _script("slurm-local")
+    assert script.startswith("#!/usr/bin/env bash\n")
+    for line in [
+        "#SBATCH -J tcr-worker",
+        "#SBATCH -p debug",
+        "#SBATCH -n 1",
+        "#SBATCH --cpus-per-task=1",
+        "#SBATCH --mem=2G",
+        "#SBATCH -t 00:30:00",
+        "#SBATCH -o /tmp/tcr-dask-slurm/tcr-worker-%J.out",
+    ]:
+        assert line in script.splitlines()
+    assert "#SBATCH -A" not in script
+    assert "--gres" not in script
+    assert "export " not in script  # nothing to export from an empty environment
+    worker = script.splitlines()[-1]
+    assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker ")
+    assert "--nthreads 1 --memory-limit 2.00GiB" in worker
+    assert worker.endswith("--interface lo")
+    assert "--lifetime" not in worker
+
+
+def test_slurm_local_script_matches_what_slurm_cluster_renders(tmp_path: Path) -> None:
+    """The rendered script is the one SLURMCluster submits (here the loopback interface exists)."""
+    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    profile = load_profile("slurm-local", {"log_directory": str(tmp_path / "logs")})
+    cluster_kwargs = {
+        **task_runner_kwargs(profile, NO_ENV)["cluster_kwargs"],
+        "scheduler_options": {"dashboard_address": ":0"},
+    }
+    with dask_jobqueue.SLURMCluster(**cluster_kwargs) as cluster:
+        from_cluster = cluster.job_script().replace(cluster.scheduler_address, "{scheduler}")
+    rendered = render_job_script(profile, NO_ENV)
+    assert rendered.replace("tcp://<insert-scheduler-address-here>:8786", "{scheduler}") == from_cluster
+
+
+def test_slurm_cpu_job_script() -> None:
+    script = _script("slurm-cpu")
+    lines = script.splitlines()
+    for line in [
+        "#SBATCH -p cpu",
+        "#SBATCH -A my-lab",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32G",
+        "#SBATCH -t 01:00:00",
+        "#SBATCH -o slurm-logs/tcr-worker-%J.out",
+        "module load python/3.11",
+        "source /path/to/tcr-pipeline/.venv/bin/activate",
+        "export OMP_NUM_THREADS=1",
+    ]:
+        assert line in lines
+    assert "--gres" not in script
+    worker = lines[-1]
+    assert worker.startswith("python -m distributed.cli.dask_worker ")
+    assert "--nthreads 1 --memory-limit 4.00GiB --nworkers 8" in worker
+    assert "--lifetime 55m --lifetime-stagger 4m --lifetime-restart" in worker
+    assert "--local-directory ${TMPDIR:-/tmp}" in worker
+    assert worker.endswith("--interface ib0")
+    # the prologue runs before the worker starts
+    assert lines.index("source /path/to/tcr-pipeline/.venv/bin/activate") < len(lines) - 1
+
+
+def test_slurm_gpu_job_script() -> None:
+    lines = _script("slurm-gpu").splitlines()
+    for line in [
+        "#SBATCH -p gpu",
+        "#SBATCH -A my-lab",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=64G",
+        "#SBATCH -t 01:00:00",
+        "#SBATCH --gres=gpu:1",
+        "module load python/3.11 cuda/12.4",
+        "source /path/to/tcr-pipeline/.venv/bin/activate",
+    ]:
+        assert line in lines
+    worker = lines[-1]
+    assert "--nthreads 1 " in worker, "one trial at a time on the job's one GPU"
+    assert "--nworkers" not in worker
+    assert "--resources GPU=1" in worker
+    assert "--lifetime 55m --lifetime-stagger 4m --lifetime-restart" in worker
+
+
+def test_gres_only_in_the_gpu_profile() -> None:
+    assert [name for name in SLURM_SHIPPED if "#SBATCH --gres=gpu:1" in _script(name)] == ["slurm-gpu"]
+
+
+def test_rendering_creates_no_log_directory(tmp_path: Path) -> None:
+    script = _script("slurm-cpu")  # log_directory: slurm-logs, relative to the cwd (tmp_path)
+    assert "#SBATCH -e slurm-logs/tcr-worker-%J.err" in script
+    assert not (tmp_path / "slurm-logs").exists()
+
+
+@pytest.mark.parametrize("name", SLURM_SHIPPED)
+def test_job_script_exports_prefect_api_url_and_store(name: str) -> None:
+    script = _script(
+        name, PREFECT_API_URL="http://login01:4200/api", TCR_STORE="/shared/tcr store", HOME="/root"
+    )
+    lines = script.splitlines()
+    assert "export PREFECT_API_URL=http://login01:4200/api" in lines
+    assert "export TCR_STORE='/shared/tcr store'" in lines  # quoted for the shell
+    assert "HOME" not in script  # only the variables of export_env
+    assert lines.index("export TCR_STORE='/shared/tcr store'") == len(lines) - 2  # last before the worker
+
+
+def test_task_runner_kwargs_read_the_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    monkeypatch.delenv("TCR_STORE", raising=False)
+    profile = load_profile("slurm-local")
+    prologue = task_runner_kwargs(profile)["cluster_kwargs"]["job_script_prologue"]
+    assert prologue == ["export PREFECT_API_URL=http://127.0.0.1:4200/api"]
+    assert "job_script_prologue" not in profile.cluster_kwargs  # the profile itself is unchanged
+    assert "job_script_prologue" not in task_runner_kwargs(load_profile("local"))["cluster_kwargs"]
+
+
+# Overrides and resolution ----------------------------------------------------------------------
+
+
+def test_overrides_win_over_the_profile() -> None:
+    profile = load_profile("slurm-local", {"memory": "6GiB", "walltime": "02:00:00", "queue": None})
+    assert profile.cluster_kwargs["memory"] == "6GiB"
+    assert profile.cluster_kwargs["queue"] == "debug"  # None means "not given"
+    script = render_job_script(profile, NO_ENV)
+    assert "#SBATCH --mem=6G" in script
+    assert "#SBATCH -t 02:00:00" in script
+    assert "#SBATCH -p debug" in script
+    assert load_profile("slurm-local").cluster_kwargs["memory"] == "2GiB"  # nothing leaks
+
+
+def test_override_adds_a_key() -> None:
+    script = _script("slurm-local", {"account": "lab42", "job_extra_directives": ["--qos=short"]})
+    assert "#SBATCH -A lab42" in script
+    assert "#SBATCH --qos=short" in script
+
+
+def test_unknown_profile_names_the_available_ones() -> None:
+    with pytest.raises(InputError, match="unknown cluster profile 'slurm-huge'") as error:
+        load_profile("slurm-huge")
+    for name in SHIPPED:
+        assert name in str(error.value)
+
+
+def test_a_profile_file_path_works(tmp_path: Path) -> None:
+    path = tmp_path / "my-lab.yaml"
+    path.write_text(
+        "kind: slurm\n"
+        "cluster_kwargs: {queue: short, account: lab42, cores: 4, memory: 8GiB, walltime: '00:20:00'}\n"
+        "adapt: {minimum: 1, maximum: 3}\n"
+    )
+    profile = load_profile(str(path), {"cores": 2})
+    assert profile.name == "my-lab"
+    assert profile.source == path
+    kwargs = task_runner_kwargs(profile, NO_ENV)
+    assert kwargs["adapt_kwargs"] == {"minimum": 1, "maximum": 3}
+    script = render_job_script(profile, NO_ENV)
+    for line in ["#SBATCH -p short", "#SBATCH -A lab42", "#SBATCH --cpus-per-task=2", "#SBATCH --mem=8G"]:
+        assert line in script.splitlines()
+
+
+def test_user_profiles_from_tcr_profiles_and_cwd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    lab = tmp_path / "lab-profiles"
+    lab.mkdir()
+    (lab / "slurm-local.yaml").write_text(
+        "kind: slurm\ncluster_kwargs: {queue: mine, cores: 1, memory: 1GiB}\n"
+    )
+    (tmp_path / "profiles").mkdir()  # ./profiles: the cwd is tmp_path
+    (tmp_path / "profiles" / "tiny.yml").write_text("kind: local\ncluster_kwargs: {n_workers: 1}\n")
+    monkeypatch.setenv("TCR_PROFILES", str(lab))
+    assert list_profiles() == sorted([*SHIPPED, "tiny"])
+    shadowing = load_profile("slurm-local")  # a user profile shadows the shipped one of that name
+    assert shadowing.source == lab / "slurm-local.yaml"
+    assert shadowing.cluster_kwargs["queue"] == "mine"
+    assert load_profile("tiny").cluster_kwargs == {"n_workers": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind: slurm\ncluster_kwargs: {cores: 1}\n", "needs cluster_kwargs memory"),
+        ("kind: pbs\n", "kind"),
+        ("kind: local\nadapt: {minimum: 3, maximum: 2}\n", "minimum .3. is above maximum .2."),
+        ("kind: local\nworkers: 2\n", "workers: Extra inputs are not permitted"),  # a typo'd key
+        ("kind: local\ncluster_kwargs: {asynchronous: true}\n", "asynchronous"),
+        ("name: other\nkind: local\n", "come from the file name"),
+        ("- kind: local\n", "expected a mapping"),
+        ("kind: [local\n", "not valid YAML"),
+    ],
+)
+def test_bad_profile_files_are_input_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_profile(str(path))
+
+
+def test_missing_profile_file() -> None:
+    with pytest.raises(InputError, match="no such cluster profile file"):
+        load_profile("nowhere/lab.yaml")
+
+
+def test_the_library_imports_neither_prefect_nor_dask() -> None:
+    code = (
+        "import sys, tcr_pipeline.clusters as c; c.task_runner_kwargs(c.load_profile('slurm-gpu'));"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'prefect', 'prefect_dask', 'dask',"
+        " 'distributed', 'dask_jobqueue'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
