@@ -39,6 +39,15 @@ def make_task_runner(
     share_api_url()  # first: a SLURM profile exports PREFECT_API_URL into its job scripts
     profile = load_profile(cluster, overrides)
     kwargs = task_runner_kwargs(profile)
+    # a free port for the Dask dashboard unless the profile names one (Prefect logs its URL)
+    cluster_kwargs = kwargs["cluster_kwargs"]
+    if profile.kind == "local":
+        cluster_kwargs.setdefault("dashboard_address", ":0")
+    else:
+        cluster_kwargs["scheduler_options"] = {
+            "dashboard_address": ":0",
+            **cluster_kwargs.get("scheduler_options", {}),
+        }
     if profile.kind == "local":
         kwargs["cluster_kwargs"] = {**kwargs["cluster_kwargs"], "n_workers": parallelism}
         kwargs.pop("adapt_kwargs", None)

@@ -8,69 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
-from tcr_pipeline.config import PrepareParams
-from tcr_pipeline.data import tcr_keys
-from tcr_pipeline.prepare import prepare_dataset
 from tcr_pipeline.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
-RAW = ROOT / "data" / "raw" / "viral_pairs.csv"
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def prefect_api() -> Iterator[str]:
-    """A temporary Prefect server for this module; its URL is exported for subprocesses."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    previous = os.environ.get("PREFECT_API_URL")
-    with prefect_test_harness(server_startup_timeout=120):
-        url = PREFECT_API_URL.value()
-        os.environ["PREFECT_API_URL"] = url
-        try:
-            yield url
-        finally:
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = previous
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small labelled table (60 TCRs × 14 epitopes), prepared, plus a shrunk params.yaml."""
-    root = tmp_path_factory.mktemp("flows")
-    frame = pd.read_csv(RAW, dtype=str, keep_default_na=False)
-    keys = tcr_keys(frame)
-    chosen = sorted(keys.unique())[:60]
-    small = frame[keys.isin(chosen)]
-    small.to_csv(root / "small.csv", index=False)
-    prepare_dataset(root / "small.csv", PrepareParams(), root / "prepared")
-    params = {
-        "data": {"raw": str(root / "small.csv")},
-        "train": {"model": {"kind": "small", "small_widths": [32, 16]}, "epochs": 1, "batch_size": 256},
-        "search": {
-            "max_evals": 4,
-            "parallelism": 2,
-            "n_startup": 2,
-            "space": {
-                "model.kind": {"choice": ["small"]},
-                "lr": {"uniform": [0.001, 0.05]},
-                "epochs": {"integer": [1, 2]},
-            },
-        },
-    }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
 
 
 def _finished(store: Store, run_id: str) -> list:
