@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from tcr_pipeline.config import EvaluateParams, ModelParams
-from tcr_pipeline.data import check_columns, read_table
+from tcr_pipeline.data import FEATURE_COLUMNS, check_columns, check_values, read_table
 from tcr_pipeline.encoding import OneHotEncoder, PaperEncoder, load_encoder
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import write_atomic, write_text_atomic
@@ -97,19 +96,27 @@ def load_bundle(directory: Path | str, device: str = "cpu") -> Bundle:
 def predict_frame(bundle: Bundle, frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:
     """Score every row: all input columns plus ``score``, ``prediction`` and ``error``.
 
-    Rows the encoder cannot represent (bad characters, too long, empty values) get their
-    message in ``error`` and no score; the other rows are still scored.
+    Rows that fail validation (bad characters, gene names, empty values) or that the encoder
+    cannot represent (unknown characters, too long) get their message in ``error`` and no score;
+    the other rows are still scored. ``frame``'s index gives the row numbers used in messages.
     """
     problems = check_columns(frame, source, require_label=False)
     if problems:
         raise InputError(str(problems[0]))
+    # the same per-row checks as `validate` (amino acids, gene names, empty values), Label excepted:
+    # an encoder's alphabet alone would accept e.g. digits in a CDR3 (they occur in gene names)
+    records: list[dict[str, str]] = frame.astype(str).to_dict("records")  # type: ignore[assignment]
+    errors: list[str | None] = []
+    for line, values in zip(frame.index, records, strict=True):
+        values.pop("Label", None)
+        if not bundle.encoder.use_clone_id:
+            values.pop("clone_id", None)
+        problems = check_values(values, source, int(line), False, bundle.encoder.use_clone_id)
+        errors.append(f"{problems[0].column}: {problems[0].message}" if problems else None)
     frame = frame.reset_index(drop=True)
     stripped = frame.copy()
-    errors: list[str | None] = [None] * len(frame)
-    for column in ("CDR3_alpha", "CDR3_beta", "V_alpha", "V_beta", "J_alpha", "J_beta", "Epitope", "MHC"):
+    for column in FEATURE_COLUMNS:
         stripped[column] = frame[column].astype(str).str.strip()
-        for i in np.flatnonzero((stripped[column] == "").to_numpy()):
-            errors[i] = errors[i] or f"{column}: empty value"
     encoded = bundle.encoder.encode(stripped)
     errors = [mine or theirs for mine, theirs in zip(errors, encoded.errors, strict=True)]
     valid = np.array([e is None for e in errors], dtype=bool)
@@ -131,18 +138,3 @@ def predict_file(bundle: Bundle, source: Path | str, target: Path | str) -> pd.D
     result = predict_frame(bundle, frame, str(source))
     write_atomic(target, lambda tmp: result.to_csv(tmp, index=False))
     return result
-
-
-def card_summary(card: ModelCard) -> dict[str, Any]:
-    """The parts of a card a person reads first."""
-    return json.loads(
-        json.dumps(
-            {
-                "model": card.model.kind,
-                "lr": card.train_params.get("lr"),
-                "epochs": card.train_params.get("epochs"),
-                "data_sha256": card.data_sha256[:12],
-                "test": {k: v for k, v in card.metrics.get("test", {}).items() if "/" not in k},
-            }
-        )
-    )

@@ -79,7 +79,7 @@ def validate(
     for problem in problems:
         out.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if problems:
-        console.print(f"{len(problems)} problem(s) in {file}", markup=False)
+        console.print(f"{len(problems)} problem(s) in {file}", markup=False, soft_wrap=True)
         raise typer.Exit(2)
     console.print(f"{file}: valid", markup=False)
 

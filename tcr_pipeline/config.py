@@ -14,6 +14,9 @@ Encoding = Literal["paper", "onehot"]
 SplitKind = Literal["random", "tcr", "epitope"]
 ModelKind = Literal["small", "medium", "large"]
 ObjectiveName = Literal["paper", "mean_epitope_auc", "roc_auc", "average_precision"]
+WatchedMetric = Literal[
+    "accuracy", "precision", "recall", "roc_auc", "average_precision", "mean_epitope_auc", "paper_objective"
+]
 
 
 class _Section(BaseModel):
@@ -115,6 +118,52 @@ class SearchParams(_Section):
     space: dict[str, Dimension] = Field(default_factory=_paper_space)
 
 
+class DriftThresholds(_Section):
+    """When a monitoring check alerts (docs/monitoring.md explains each statistic)."""
+
+    psi: float = Field(0.25, gt=0)  # categorical features: population stability index
+    ks: float = Field(0.2, gt=0, le=1)  # CDR3 lengths and scores: Kolmogorov–Smirnov statistic
+    p_value: float = Field(0.01, gt=0, le=1)  # a PSI or KS alert must also be significant
+    unseen_rate: float = Field(0.05, ge=0, le=1)  # rows with a gene, MHC, epitope, residue or length unseen
+    positive_rate_delta: float = Field(0.1, gt=0, le=1)  # |recent − test-split predicted-positive rate|
+    metric_drop: float = Field(0.1, gt=0)  # test metric − metric on newly labelled data
+    metrics: tuple[WatchedMetric, ...] = ("average_precision", "mean_epitope_auc")  # watched for a drop
+    invalid_rate: float = Field(0.1, ge=0, le=1)
+    latency_p95_ms: float = Field(2000.0, gt=0)
+
+
+class EmailParams(_Section):
+    """An SMTP relay for alert emails; credentials come from the environment variables named here."""
+
+    host: str
+    port: int = 25
+    sender: str
+    to: list[str] = Field(min_length=1)
+    starttls: bool = False
+    username_env: str = "TCR_SMTP_USER"
+    password_env: str = "TCR_SMTP_PASSWORD"
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class AlertParams(_Section):
+    """Alert channels: a log line always, plus a webhook and/or an email when configured."""
+
+    webhook: str | None = None  # http(s) URL; $TCR_ALERT_WEBHOOK when null (keeps tokens out of git)
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    email: EmailParams | None = None
+    notify: Literal["always", "new"] = "always"  # new: only checks that crossed in this report
+
+
+class MonitorParams(_Section):
+    """Monitoring of the model in use: which queries, how many are enough, thresholds, alerts."""
+
+    window: int = Field(1000, ge=1)  # the last N logged rows…
+    since_hours: float | None = Field(None, gt=0)  # …of the last H hours (null: no time limit)
+    min_queries: int = Field(50, ge=1)  # fewer rows: drift is not assessed (no alert)
+    thresholds: DriftThresholds = DriftThresholds()
+    alerts: AlertParams = AlertParams()
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -123,6 +172,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     search: SearchParams = SearchParams()
+    monitor: MonitorParams = MonitorParams()
 
 
 def load_params(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Params:

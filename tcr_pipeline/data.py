@@ -61,11 +61,6 @@ class _TableError(InputError):
         self.problem = problem
 
 
-def line_of(index: int) -> int:
-    """File line number of the data row at 0-based position ``index``."""
-    return index + 2
-
-
 def read_table(path: Path | str) -> pd.DataFrame:
     """Read a CSV as strings; raise :class:`InputError` for a file that cannot be a pair table."""
     path = Path(path)
@@ -80,7 +75,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
             sample = handle.read(1 << 16)
         if "\x00" in sample:
             raise _TableError(Problem(str(path), 1, "-", "not a CSV file (binary content)"))
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False)
     except UnicodeDecodeError:
         raise _TableError(Problem(str(path), 1, "-", "not a CSV file (not UTF-8 text)")) from None
     except (pd.errors.ParserError, csv.Error) as exc:
@@ -91,7 +86,10 @@ def read_table(path: Path | str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise _TableError(Problem(str(path), 1, "-", "file is empty")) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    # index = the row's line in the file; blank lines are dropped but still counted
+    frame.index = pd.RangeIndex(2, len(frame) + 2)
+    blank = (frame == "").all(axis=1) if len(frame.columns) else pd.Series(False, index=frame.index)
+    return frame[~blank]
 
 
 def _first_line(exc: Exception) -> str:
@@ -116,13 +114,13 @@ def check_rows(
     """Problems in the values of each row (the header must already be complete)."""
     problems: list[Problem] = []
     records: list[dict[str, str]] = frame.to_dict("records")  # type: ignore[assignment]
-    for position, values in enumerate(records):
-        problems.extend(_check_values(values, path, line_of(position), require_label, require_clone_id))
+    for line, values in zip(frame.index, records, strict=True):
+        problems.extend(check_values(values, path, int(line), require_label, require_clone_id))
     problems.extend(_check_duplicates(frame, path))
     return problems
 
 
-def _check_values(
+def check_values(
     values: dict[str, str], path: str, line: int, require_label: bool, require_clone_id: bool
 ) -> list[Problem]:
     problems = []
@@ -174,7 +172,7 @@ def _check_duplicates(frame: pd.DataFrame, path: str) -> list[Problem]:
     first_line: dict[tuple[str, ...], tuple[int, str]] = {}
     for position, values in enumerate(frame[key].itertuples(index=False, name=None)):
         label = str(frame["Label"].iat[position]) if "Label" in frame.columns else ""
-        line = line_of(position)
+        line = int(frame.index[position])
         if values in first_line:
             other, other_label = first_line[values]
             if label != other_label:
@@ -214,13 +212,13 @@ def load_pairs(path: Path | str, require_label: bool = True, require_clone_id: b
             else ""
         )
         raise InputError(f"{problems[0]}{more}")
-    frame = read_table(path)
-    for column in (*FEATURE_COLUMNS,):
+    frame = read_table(path).reset_index(drop=True)
+    for column in FEATURE_COLUMNS:
         frame[column] = frame[column].str.strip()
     if "Label" in frame.columns:
         frame["Label"] = frame["Label"].str.strip().astype(int)
     if "clone_id" in frame.columns:
-        frame["clone_id"] = pd.to_numeric(frame["clone_id"].replace("", "nan"))
+        frame["clone_id"] = pd.to_numeric(frame["clone_id"], errors="coerce")  # empty → NaN
     return frame
 
 

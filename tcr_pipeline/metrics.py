@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC, or NaN when only one class is present."""
-    if labels.min(initial=0) == labels.max(initial=0):
+    if np.unique(labels).size < 2:
         return math.nan
     return float(roc_auc_score(labels, scores))
 

@@ -129,6 +129,8 @@ def train_model(
             raise TrainingError(f"training loss became {train_loss} at epoch {epoch}")
 
         scores = predict_scores(model, x_val)
+        if not torch.isfinite(scores).all():
+            raise TrainingError(f"validation scores became NaN or infinite at epoch {epoch}")
         val_loss = float(nn.functional.binary_cross_entropy(scores.clamp(1e-7, 1 - 1e-7), y_val))
         metrics = compute_metrics(y_val.numpy(), scores.numpy(), val_epitopes, evaluate.threshold)
         record: dict[str, float] = {

@@ -1,0 +1,144 @@
+"""Validation of pair tables: every problem as ``file:row:column: message`` (row = file line).
+
+The table of bad inputs (one case per kind of problem, with comments) is ``BAD_INPUTS`` in
+conftest.py; it is shared with test_cli.py, which feeds the same files to the command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tcr_pipeline.data import COLUMNS, Problem, load_pairs, tcr_keys, validate_file
+from tcr_pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    from conftest import BadInput
+
+
+def test_shipped_file_is_valid(shipped_csv: Path) -> None:
+    assert validate_file(shipped_csv) == []
+
+
+def test_shipped_file_loads_typed(shipped_frame: pd.DataFrame) -> None:
+    assert list(shipped_frame.columns) == list(COLUMNS)
+    assert len(shipped_frame) == 8932
+    assert shipped_frame["Label"].dtype.kind == "i"
+    assert int(shipped_frame["Label"].sum()) == 638
+    assert shipped_frame["clone_id"].dtype.kind == "f"
+    # 638 TCRs, each paired with the 14 epitopes, exactly one of them binding
+    per_tcr = shipped_frame.groupby(tcr_keys(shipped_frame))["Label"].agg(["size", "sum"])
+    assert len(per_tcr) == 638
+    assert (per_tcr["size"] == 14).all()
+    assert (per_tcr["sum"] == 1).all()
+
+
+def test_bad_input_is_reported_where_it_is(bad_input: BadInput, tmp_path: Path) -> None:
+    path = bad_input.make(tmp_path)
+    problems = validate_file(path)
+    assert problems, f"{bad_input.id}: no problem reported"
+    first = str(problems[0])
+    assert first.startswith(bad_input.prefix(path)), first
+    assert bad_input.message in first
+    # every problem of a one-defect file is on the defective line
+    assert {str(p.row) if p.row > 0 else "-" for p in problems} == {bad_input.row}
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("CDR3_alpha", "CAVX"),
+        ("CDR3_beta", "CASS*F"),
+        ("Epitope", "GILG FVFTL"),
+        ("V_alpha", "TRBV19*01"),
+        ("J_alpha", "TRAV8-1*01"),
+        ("V_beta", ""),
+        ("MHC", " "),
+        ("Label", "yes"),
+    ],
+)
+def test_each_bad_value_of_many_rows_is_reported(
+    shipped_csv: Path, tmp_path: Path, column: str, value: str
+) -> None:
+    """A problem deep in a long file names its exact line (line 1000 = the 999th data row)."""
+    raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(1500)
+    raw.loc[998, column] = value
+    path = tmp_path / "pairs.csv"
+    raw.to_csv(path, index=False)
+    problems = validate_file(path)
+    assert [(p.row, p.column) for p in problems] == [(1000, column)]
+
+
+def test_all_problems_are_reported(tmp_path: Path, shipped_csv: Path) -> None:
+    raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(10)
+    raw.loc[0, "CDR3_beta"] = "CASS1F"
+    raw.loc[4, "Label"] = "2"
+    raw.loc[4, "V_alpha"] = ""
+    path = tmp_path / "pairs.csv"
+    raw.to_csv(path, index=False)
+    problems = validate_file(path)
+    assert [(p.row, p.column) for p in problems] == [(2, "CDR3_beta"), (6, "V_alpha"), (6, "Label")]
+    with pytest.raises(InputError, match=r":2:CDR3_beta: .*\(and 2 more; run `tcr-pipeline validate"):
+        load_pairs(path)
+
+
+def test_label_not_required_for_unlabelled_tables(tmp_path: Path, shipped_csv: Path) -> None:
+    raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(5).drop(columns="Label")
+    path = tmp_path / "pairs.csv"
+    raw.to_csv(path, index=False)
+    assert [(p.row, p.column) for p in validate_file(path)] == [(1, "Label")]
+    assert validate_file(path, require_label=False) == []
+
+
+def test_clone_id_required_only_when_used(tmp_path: Path, shipped_csv: Path) -> None:
+    raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(5)
+    raw.loc[2, "clone_id"] = ""
+    path = tmp_path / "pairs.csv"
+    raw.to_csv(path, index=False)
+    assert validate_file(path) == []
+    assert [(p.row, p.column) for p in validate_file(path, require_clone_id=True)] == [(4, "clone_id")]
+    with pytest.raises(InputError, match=r":4:clone_id: empty value"):
+        load_pairs(path, require_clone_id=True)
+
+
+def test_empty_clone_id_loads_as_nan(tmp_path: Path, shipped_csv: Path) -> None:
+    raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(5)
+    raw.loc[2, "clone_id"] = ""
+    path = tmp_path / "pairs.csv"
+    raw.to_csv(path, index=False)
+    assert validate_file(path) == []
+    frame = load_pairs(path)
+    assert np.isnan(frame.loc[2, "clone_id"])
+    assert frame["clone_id"].notna().sum() == 4
+
+
+def test_load_pairs_strips_whitespace(tmp_path: Path, shipped_csv: Path) -> None:
+    raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(3)
+    padded = raw.copy()
+    padded["CDR3_beta"] = " " + padded["CDR3_beta"] + " "
+    padded["Label"] = padded["Label"] + " "
+    path = tmp_path / "pairs.csv"
+    padded.to_csv(path, index=False)
+    frame = load_pairs(path)
+    assert frame["CDR3_beta"].tolist() == raw["CDR3_beta"].tolist()
+    assert frame["Label"].tolist() == raw["Label"].astype(int).tolist()
+
+
+def test_problem_prints_a_dash_for_no_row() -> None:
+    assert str(Problem("f.csv", 0, "-", "no such file")) == "f.csv:-:-: no such file"
+    assert str(Problem("f.csv", 12, "Label", "bad")) == "f.csv:12:Label: bad"
+
+
+def test_row_numbers_count_blank_lines(tmp_path: Path, shipped_csv: Path) -> None:
+    header, first, second, third = shipped_csv.read_text().splitlines()[:4]
+    fields = second.split(",")
+    fields[COLUMNS.index("CDR3_beta")] = "CASSX1F"
+    bad = ",".join(fields)
+    path = tmp_path / "pairs.csv"
+    path.write_text("\n".join([header, first, "", bad, third]) + "\n")  # the bad row is line 4
+    problems = validate_file(path)
+    assert [(p.row, p.column) for p in problems] == [(4, "CDR3_beta")]
