@@ -9,7 +9,7 @@ DEMO ?= results/demo
 DEMO_EVALS ?= 8
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo single baseline test lint format repro bench constraints clean paper
+.PHONY: demo single baseline deploy worker test lint format repro bench constraints clean paper
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian, apt-get install python3-venv" >&2; exit 1; }
@@ -70,3 +70,10 @@ paper: $(STAMP)
 ## baseline: per-epitope logistic regression on CDR3 k-mers + V/J genes (TCR-grouped split)
 baseline: $(STAMP)
 	tcr-pipeline baseline --metrics results/baseline/metrics.json
+
+## deploy / worker: the Prefect work pool and deployments, and a worker (deployments/README.md)
+deploy: $(STAMP)
+	bash deployments/deploy.sh
+
+worker: $(STAMP)
+	bash deployments/worker.sh
