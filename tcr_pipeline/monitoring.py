@@ -59,7 +59,6 @@ CDR3_FEATURES = ("CDR3_alpha", "CDR3_beta")  # lengths and residues, per distinc
 PSI_EPSILON = 1e-4  # stands in for a zero proportion, so a category new on one side has a finite PSI
 SCORE_BINS = tuple(np.linspace(0.0, 1.0, 11).round(1))
 UNSEEN = "<unseen>"
-HEADLINE_METRICS = ("accuracy", "precision", "recall", "roc_auc", "average_precision", "mean_epitope_auc")
 _PAGE = 1000
 _REPORT_NAME = re.compile(r"^\d{8}-\d{6}-\d{6}$")
 EXIT_CODES = {"healthy": 0, "insufficient_data": 0, "alert": 1}  # of `tcr-pipeline monitor`
@@ -268,11 +267,10 @@ def binned(values: np.ndarray, edges: Sequence[float]) -> dict[int, int]:
 def length_bins(reference: Mapping[int, int], values: np.ndarray) -> tuple[dict[int, int], dict[int, int]]:
     """Reference and recent counts on fixed bins: each training length, plus below and above."""
     low, high = min(reference), max(reference)
-    ref = {length: count for length, count in reference.items()}
     recent: Counter[int] = Counter()
     for v in np.asarray(values, dtype=int):
         recent[int(min(max(v, low - 1), high + 1))] += 1
-    return ref, dict(recent)
+    return dict(reference), dict(recent)
 
 
 def _expand(histogram: Mapping[int, int]) -> np.ndarray:

@@ -30,7 +30,6 @@ from typing import Any
 
 import pytest
 import yaml
-from slurm_fixtures import slurm_node  # noqa: F401  (a fixture)
 from test_workflows import run_cluster_run_step
 
 from tcr_pipeline.store import Store
@@ -42,7 +41,10 @@ SCRIPTS = sorted([*DEPLOYMENTS.glob("*.sh"), *DEPLOYMENTS.glob("*.sbatch")])
 EXPECTED = {
     "tcr-pipeline/full": "flows/pipeline.py:pipeline_flow",
     "search/search-only": "flows/search.py:search_flow",
+    "monitor/hourly": "flows/monitor.py:monitor_flow",
+    "retrain/on-new-data": "flows/retrain.py:retrain_flow",
 }
+SEARCHING = {"full", "search-only", "on-new-data"}  # deployments that run a search
 
 
 def _prefect_yaml() -> dict[str, Any]:
@@ -87,9 +89,10 @@ def test_deployment_parameters_are_parameters_of_their_flows() -> None:
         signature = inspect.signature(_flow(deployment["entrypoint"]).fn)
         unknown = set(deployment["parameters"]) - set(signature.parameters)
         assert not unknown, f"{deployment['name']}: {unknown} are not parameters of the flow"
-        # the documented overrides exist on both flows
-        assert {"max_evals", "parallelism", "cluster", "store", "objective"} <= set(deployment["parameters"])
+        assert "store" in deployment["parameters"]
         assert "run_id" not in deployment["parameters"]  # a fixed run id would resume one run forever
+        if deployment["name"] in SEARCHING:  # the documented overrides exist on every searching flow
+            assert {"max_evals", "parallelism", "cluster", "objective"} <= set(deployment["parameters"])
     full = next(d for d in _prefect_yaml()["deployments"] if d["name"] == "full")
     assert "data" in full["parameters"]
 
@@ -443,13 +446,11 @@ def test_deployments_are_known_by_name_and_bad_requests_refused(lab: dict[str, s
         env=lab, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert listing.returncode == 0, listing.stderr
-    assert {"tcr-pipeline/full", "search/search-only"} <= set(re.findall(r"[\w-]+/[\w-]+", listing.stdout))
+    assert set(EXPECTED) <= set(re.findall(r"[\w-]+/[\w-]+", listing.stdout))
 
     done = run_sh(lab, "tcr-pipeline/nightly")
     assert done.returncode == 2
-    assert (
-        "no deployment 'tcr-pipeline/nightly'; deployed: search/search-only, tcr-pipeline/full" in done.stderr
-    )
+    assert f"no deployment 'tcr-pipeline/nightly'; deployed: {', '.join(sorted(EXPECTED))}" in done.stderr
     done = run_sh(lab, "search/search-only", "--param", "data=x.csv")
     assert done.returncode == 2
     assert "search/search-only has no parameter 'data'" in done.stderr

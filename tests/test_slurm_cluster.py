@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_fixtures import require_slurm, slurm_node  # noqa: F401  (slurm_node is a fixture)
+from slurm_fixtures import require_slurm
 
 from tcr_pipeline.clusters import load_profile, task_runner_kwargs
 
