@@ -9,7 +9,7 @@ DEMO ?= results/demo
 DEMO_EVALS ?= 8
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo single baseline deploy worker test lint format repro bench constraints clean paper
+.PHONY: demo dashboard single baseline deploy worker test lint format repro bench constraints clean paper
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian, apt-get install python3-venv" >&2; exit 1; }
@@ -26,6 +26,10 @@ demo: $(STAMP)
 	tcr-pipeline pipeline --prepared $(DEMO)/prepared --store $(DEMO)/store --max-evals $(DEMO_EVALS)
 	tcr-pipeline best --store $(DEMO)/store
 	@echo "results: $(DEMO)/store (runs/<run>/trials/*/*/trial.json, models, registry.json); docs/store.md"
+
+## dashboard: the web dashboard over the demo store (http://127.0.0.1:8050; dashboard/README.md)
+dashboard: $(STAMP)
+	tcr-pipeline dashboard --store $(DEMO)/store
 
 ## single: one model, prepare -> train -> evaluate, without Prefect
 single: $(STAMP)

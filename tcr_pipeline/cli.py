@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -387,6 +389,51 @@ def best(store: StoreOption = None) -> None:
 
 
 @app.command()
+def monitor(
+    store: StoreOption = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Labelled CSV of new data: the model's metrics on it vs its test metrics."),
+    ] = None,
+    window: Annotated[
+        int | None, typer.Option(help="Compare the last N logged rows [default: monitor.window].")
+    ] = None,
+    since_hours: Annotated[float | None, typer.Option(help="Only rows of the last H hours.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="A registry id RUN/TRIAL [default: the current model].")
+    ] = None,
+    reference_data: Annotated[
+        Path | None,
+        typer.Option(help="The model's training CSV, when its run's data path now holds another version."),
+    ] = None,
+    params_file: ParamsOption = None,
+) -> None:
+    """Compare recent queries with the model's training data, write a report, alert; exit 1 on an alert."""
+    from flows.monitor import monitor_flow
+    from tcr_pipeline.monitoring import EXIT_CODES
+
+    result_store = Store.from_env(store)
+    outcome = monitor_flow(
+        store=str(result_store.root),
+        labels=str(labels) if labels else None,
+        window=window,
+        since_hours=since_hours,
+        model_id=model,
+        reference_data=str(reference_data) if reference_data else None,
+        params_file=_params_path(params_file),
+    )
+    out.print(
+        f"{outcome['status']}: {len(outcome['alerts'])} alert(s), report {outcome['report']}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    for message in outcome["alerts"]:
+        out.print(f"  ALERT {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_CODES[outcome["status"]])
+
+
+@app.command()
 def predict(
     input_csv: Annotated[Path, typer.Argument(help="CSV of pairs (Label optional; extra columns are kept).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV.")],
@@ -394,14 +441,41 @@ def predict(
         str, typer.Option("--model", help="A bundle directory, `best`, or a registry id RUN/TRIAL.")
     ] = "best",
     store: StoreOption = None,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log",
+            help="Also append every row (input, score or error) to the store's query log, "
+            "where the dashboard's queries go ($TCR_QUERY_LOG moves it).",
+        ),
+    ] = False,
 ) -> None:
     """Score pairs: every input column plus score, prediction and error (empty when the row was valid)."""
-    bundle = load_bundle(Store.from_env(store).resolve_model(model))
+    result_store = Store.from_env(store)
+    if log:
+        from tcr_pipeline.querylog import query_log_path
+
+        log_path = query_log_path(result_store.root)
+        if not log_path.parent.is_dir():
+            raise InputError(
+                f"{log_path.parent}: no such directory for the query log (--log writes to the store's "
+                "query log: pass --store or set TCR_STORE)"
+            )
+    bundle = load_bundle(result_store.resolve_model(model))
+    started = time.perf_counter()
     result = predict_file(bundle, input_csv, output)
+    latency_ms = (time.perf_counter() - started) * 1000
     invalid = int((result["error"] != "").sum())
     out.print(f"scored {len(result) - invalid} of {len(result)} rows → {output}", markup=False)
     if invalid:
         console.print(f"{invalid} invalid row(s): see the error column", markup=False)
+    if log:
+        from tcr_pipeline.querylog import log_prediction, model_id_for
+
+        request = log_prediction(
+            result_store.root, model_id_for(result_store.root, model), result, "cli", latency_ms
+        )
+        out.print(f"logged {len(result)} rows (request {request}) → {log_path}", markup=False)
 
 
 @app.command()
@@ -427,6 +501,37 @@ def baseline(
     if metrics_file is not None:
         write_json_atomic(metrics_file, {"data_sha256": sha256_file(params.data.raw), **metrics})
     out.print(_metrics_table(f"k-mer logistic regression baseline (split={params.prepare.split})", metrics))
+
+
+@app.command("dashboard")
+def dashboard_command(
+    store: StoreOption = None,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on; anything but the loopback address needs a login."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8050,
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(help="File of user:hash lines [default: $TCR_DASHBOARD_AUTH_FILE; none: no login]."),
+    ] = None,
+) -> None:
+    """Serve the web dashboard over a result store: runs, training, class balance, models, predict,
+    the query log and monitoring (dashboard/README.md)."""
+    result_store = Store.from_env(store)
+    if not result_store.root.is_dir():
+        raise InputError(
+            f"{result_store.root}: no such store directory (pass --store or set TCR_STORE; "
+            "`make demo` makes one)"
+        )
+    try:  # the library must not need dash: the dashboard is an optional extra
+        from dashboard.app import run as serve_dashboard
+    except ImportError as exc:
+        raise InputError(
+            f"the dashboard needs the `dashboard` extra ({exc.name} is missing): "
+            "pip install 'tcr-pipeline[dashboard]'"
+        ) from None
+    serve_dashboard(result_store.root, host=host, port=port, auth_file=auth_file)
 
 
 @app.command()
@@ -465,11 +570,27 @@ def slurm_script(
 
 def main() -> None:
     """Entry point: run the app, turning bad input into one line on stderr and exit status 2."""
+    # Without PREFECT_API_URL the flow commands start a temporary Prefect server; Prefect waits
+    # 20 s for it by default, too little on a busy two-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lab's server
     try:
         app()
     except InputError as exc:
         console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except RuntimeError as exc:
+        if "Prefect API" not in str(exc):
+            raise
+        # the server did not come up (or is unreachable): say so in one line, not a traceback
+        console.print(
+            f"error: {str(exc).splitlines()[0][:300]} Set PREFECT_API_URL to a running server "
+            "(`prefect server start`) or PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
     except KeyboardInterrupt:
         console.print("interrupted", markup=False)
         sys.exit(130)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from dashboard_fixtures import copied_store, search_store  # noqa: F401  (a store from a real small search)
 from flow_fixtures import prefect_api, workdir  # noqa: F401  (fixtures shared by the flow tests)
 from slurm_fixtures import slurm_node  # noqa: F401  (skips without SLURM, fails without it in CI)
 

@@ -1,0 +1,106 @@
+"""Small pure builders of HTML components shared by the pages (tables, badges, notes)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import plotly.graph_objects as go
+from dash import dcc, html, no_update
+from dash.development.base_component import Component
+
+HEADLINE = (
+    "accuracy",
+    "precision",
+    "recall",
+    "positive_ratio",
+    "roc_auc",
+    "average_precision",
+    "mean_epitope_auc",
+    "paper_objective",
+)
+
+
+def changed(new: Any, old: Any) -> Any:
+    """``new``, or ``no_update`` when it equals ``old``: an unchanged selection must not make the
+    callbacks that depend on it run again on every refresh."""
+    return no_update if new == old else new
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A cell's text: floats rounded, NaN and None as a dash, times to the minute."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    return str(value)
+
+
+def table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    id: str | None = None,
+    row_class: Sequence[str] | None = None,
+) -> html.Table:
+    """A plain HTML table; cells that are components are kept, other values formatted."""
+    body = []
+    for i, row in enumerate(rows):
+        cells = [html.Td(c if isinstance(c, Component) else fmt(c)) for c in row]
+        body.append(html.Tr(cells, className=row_class[i] if row_class else None))
+    kwargs: dict[str, Any] = {"id": id} if id else {}
+    return html.Table(
+        [html.Thead(html.Tr([html.Th(c) for c in columns])), html.Tbody(body)], className="table", **kwargs
+    )
+
+
+def key_values(pairs: Mapping[str, Any]) -> html.Table:
+    """A two-column table of names and values."""
+    return html.Table(
+        html.Tbody(
+            [
+                html.Tr([html.Th(k), html.Td(v if isinstance(v, Component) else fmt(v))])
+                for k, v in pairs.items()
+            ]
+        ),
+        className="table kv",
+    )
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, float]], id: str | None = None) -> html.Table:
+    """The headline metrics, one column per split (``{"val": {...}, "test": {...}}``)."""
+    splits = [s for s in metrics if metrics[s]]
+    rows = [[name, *(metrics[s].get(name) for s in splits)] for name in HEADLINE]
+    return table(["metric", *splits], rows, id=id)
+
+
+def badge(status: str) -> html.Span:
+    """A coloured status label."""
+    return html.Span(status, className=f"badge badge-{status}")
+
+
+def note(text: str, kind: str = "info", id: str | None = None) -> html.Div:
+    """A one-line message box (``info``, ``warning`` or ``error``)."""
+    kwargs: dict[str, Any] = {"id": id} if id else {}
+    return html.Div(text, className=f"note note-{kind}", **kwargs)
+
+
+def progress(done: int, total: int) -> html.Span:
+    """``done/total`` with a bar."""
+    return html.Span(
+        [html.Progress(value=str(done), max=str(max(total, 1))), html.Span(f" {done}/{total}")],
+        className="progress",
+    )
+
+
+def graph(id: str | None = None, figure: go.Figure | None = None) -> dcc.Graph:
+    """A graph without the plotly logo in its toolbar."""
+    kwargs: dict[str, Any] = {"id": id} if id else {}
+    if figure is not None:
+        kwargs["figure"] = figure
+    return dcc.Graph(config={"displaylogo": False}, **kwargs)

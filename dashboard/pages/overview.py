@@ -1,0 +1,165 @@
+"""Overview: the runs (status, progress, times, data version) and the current best model's card."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import dash
+from dash import Input, Output, html
+from dash.development.base_component import Component
+
+from dashboard.components import badge, fmt, key_values, metrics_table, note, progress, table
+from dashboard.data import Dashboard, RunSummary, summarize_run
+from tcr_pipeline.bundle import ModelCard
+from tcr_pipeline.config import ModelParams
+from tcr_pipeline.models import build_model
+from tcr_pipeline.store import Registry, RegistryEntry
+
+PATH = "/"
+NAME = "Overview"
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div(
+        [
+            html.H2("Runs"),
+            html.Div(id="overview-runs"),
+            html.H2("Current best model"),
+            html.Div(id="overview-best"),
+        ]
+    )
+
+
+def runs_table(summaries: list[RunSummary]) -> Component:
+    """One row per run, newest first."""
+    if not summaries:
+        return note("No runs in this store yet: start one with `tcr-pipeline search`.", id="overview-no-runs")
+    rows = []
+    for s in sorted(summaries, key=lambda s: s.manifest.started, reverse=True):
+        m = s.manifest
+        rows.append(
+            [
+                m.run_id,
+                badge(m.status),
+                progress(s.done, m.max_evals),
+                s.failed,
+                s.running,
+                s.best,
+                m.objective,
+                m.started,
+                m.finished,
+                html.Code(m.data_sha256[:12], title=f"sha256 {m.data_sha256}\ndvc md5 {m.dvc_md5}"),
+                m.cluster,
+                (m.git_commit or "–")[:10] + (" (dirty)" if m.git_dirty else ""),
+            ]
+        )
+    return table(
+        [
+            "run",
+            "status",
+            "trials done / max",
+            "failed",
+            "running",
+            "best",
+            "objective",
+            "started",
+            "finished",
+            "data",
+            "cluster",
+            "git",
+        ],
+        rows,
+        id="overview-runs-table",
+    )
+
+
+def architecture(card: ModelCard) -> str:
+    """The network in one line: kind, layer widths and parameter count."""
+    return _architecture(card.input_dim, card.model)
+
+
+@functools.lru_cache(maxsize=32)
+def _architecture(input_dim: int, params: ModelParams) -> str:
+    model = build_model(input_dim, params)
+    widths = [m.out_features for m in model if hasattr(m, "out_features")]
+    parameters = sum(p.numel() for p in model.parameters())
+    shown = " → ".join(str(w) for w in [input_dim, *widths])
+    return f"{params.kind}: {len(widths)} linear layers, {shown} ({parameters:,} parameters)"
+
+
+def best_model_card(registry: Registry, card: ModelCard | None) -> Component:
+    """The current best model: what it is, how it did, where it came from, what it replaced."""
+    entry = registry.current_entry
+    if entry is None:
+        return note("No model promoted yet: a search registers and promotes its best trials when it ends.")
+    promotion = next((p for p in reversed(registry.history) if p.model_id == entry.model_id), None)
+    facts: dict[str, Any] = {
+        "model": html.Code(entry.model_id),
+        f"objective ({entry.objective_name})": entry.objective,
+        "architecture": architecture(card) if card else "bundle missing: " + entry.path,
+        "hyperparameters": ", ".join(f"{k} = {fmt(v)}" for k, v in entry.params.items()) or "–",
+        "data version": html.Span(
+            [html.Code(entry.data_sha256[:12], title=entry.data_sha256), f"  dvc md5 {entry.dvc_md5 or '–'}"]
+        ),
+        "git commit": entry.git_commit or "–",
+        "trained": entry.trained,
+        "promoted": promotion.promoted if promotion else None,
+        "replaced": _replaced(promotion, registry) if promotion else "–",
+        "reason": promotion.reason if promotion else "–",
+    }
+    return html.Div(
+        [
+            html.Div(key_values(facts), className="col"),
+            html.Div(
+                [
+                    html.H3("validation and test metrics"),
+                    metrics_table(
+                        {"val": entry.val_metrics, "test": entry.test_metrics}, id="overview-metrics"
+                    ),
+                ],
+                className="col",
+            ),
+            html.Div([html.H3("promotions"), promotions_table(registry)], className="col wide"),
+        ],
+        className="row",
+        id="overview-best-card",
+    )
+
+
+def _replaced(promotion: Any, registry: Registry) -> str:
+    if promotion.replaced is None:
+        return "nothing (the first model)"
+    previous = f" (objective {fmt(promotion.previous_objective)})" if promotion.previous_objective else ""
+    return f"{promotion.replaced}{previous}"
+
+
+def promotions_table(registry: Registry) -> Component:
+    rows = [
+        [p.promoted, p.model_id, p.replaced or "–", p.objective, p.previous_objective, p.reason]
+        for p in reversed(registry.history)
+    ]
+    return table(["when", "model", "replaced", "objective", "previous", "reason"], rows)
+
+
+def overview_content(ctx: Dashboard) -> tuple[Component, Component]:
+    """The two parts of the page, from the store."""
+    summaries = [summarize_run(m, ctx.reader.trials(m.run_id)) for m in ctx.reader.runs()]
+    registry = ctx.reader.registry()
+    entry: RegistryEntry | None = registry.current_entry
+    card = ctx.models.card(entry) if entry else None
+    runs = runs_table(summaries)
+    if ctx.reader.problems:
+        unreadable = [f"{path}: {why}" for path, why in sorted(ctx.reader.problems.items())]
+        runs = html.Div([runs, note("Files skipped: " + "; ".join(unreadable[:5]), "warning")])
+    return runs, best_model_card(registry, card)
+
+
+def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
+    @app.callback(
+        Output("overview-runs", "children"),
+        Output("overview-best", "children"),
+        Input("store-version", "data"),
+    )
+    def update_overview(_: int) -> tuple[Component, Component]:
+        return overview_content(ctx)
