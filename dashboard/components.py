@@ -11,16 +11,7 @@ import plotly.graph_objects as go
 from dash import dcc, html, no_update
 from dash.development.base_component import Component
 
-HEADLINE = (
-    "accuracy",
-    "precision",
-    "recall",
-    "positive_ratio",
-    "roc_auc",
-    "average_precision",
-    "mean_epitope_auc",
-    "paper_objective",
-)
+from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
 
 
 def changed(new: Any, old: Any) -> Any:

@@ -22,6 +22,7 @@ from tcr_pipeline.config import Params, load_params
 from tcr_pipeline.data import validate_file
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import write_json_atomic, write_text_atomic
+from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
 from tcr_pipeline.prepare import load_prepared, prepare_dataset
 from tcr_pipeline.store import Store, new_run_id
 from tcr_pipeline.training import describe_device, evaluate_model, train_model
@@ -39,16 +40,6 @@ ParamsOption = Annotated[
     Path | None,
     typer.Option("--params", "-p", help="params.yaml to read (default: ./params.yaml if present)."),
 ]
-HEADLINE = (
-    "accuracy",
-    "precision",
-    "recall",
-    "positive_ratio",
-    "roc_auc",
-    "average_precision",
-    "mean_epitope_auc",
-    "paper_objective",
-)
 
 
 def _params(path: Path | None, overrides: dict[str, Any]) -> Params:

@@ -14,6 +14,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+HEADLINE_METRICS = (  # the metrics tables show, in this order
+    "accuracy",
+    "precision",
+    "recall",
+    "positive_ratio",
+    "roc_auc",
+    "average_precision",
+    "mean_epitope_auc",
+    "paper_objective",
+)
+
 
 def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC, or NaN when only one class is present."""
