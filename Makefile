@@ -54,8 +54,11 @@ format: $(STAMP)
 repro: $(STAMP)
 	dvc repro
 
+## bench: the benchmarks, one at a time (about 17 min on 2 cores; bench/README.md)
 bench: $(STAMP)
-	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/train_throughput.py --threads 1
+	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/dashboard.py
 
 constraints: $(STAMP)
 	{ head -3 requirements/constraints.txt; $(BIN)/pip freeze --exclude-editable; } > requirements/constraints.tmp
