@@ -108,9 +108,13 @@ def test_scancel_of_a_worker_mid_trial_loses_no_trial(prefect_api: str, workdir:
 
 @pytest.mark.timeout(900)
 def test_workers_retire_before_walltime_and_are_replaced(prefect_api: str, workdir: Path) -> None:
-    """Jobs of one minute walltime whose workers retire after 35-45 s: the search still finishes."""
+    """Jobs of one minute walltime whose workers retire after 35-45 s: the search still finishes.
+
+    The search must outlast a job's walltime on any machine, so its length is set by work, not
+    time: 12 trials of 200 epochs are ≈ 100 s of training for two workers on an idle 2-core
+    machine (25-epoch trials finished the search in 38 s there, before any job's walltime)."""
     store = Store(workdir / "store-walltime")
-    params = _params_file(workdir, "params-walltime.yaml", epochs=25, max_evals=10)
+    params = _params_file(workdir, "params-walltime.yaml", epochs=200, max_evals=12)
     started = time.monotonic()
     _search(
         workdir, store, "walltime", params,
@@ -118,7 +122,7 @@ def test_workers_retire_before_walltime_and_are_replaced(prefect_api: str, workd
                            "worker_extra_args": ["--lifetime", "35s", "--lifetime-stagger", "10s"]},
     )  # fmt: skip
     elapsed = time.monotonic() - started
-    trials = _assert_complete(store, "walltime", 10)
+    trials = _assert_complete(store, "walltime", 12)
     assert all(t.status == "ok" for t in trials)
     jobs = {t.hardware.slurm_job_id for t in trials}
     assert None not in jobs
