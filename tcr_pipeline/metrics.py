@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 HEADLINE_METRICS = (  # the metrics tables show, in this order
     "accuracy",
@@ -28,6 +27,8 @@ HEADLINE_METRICS = (  # the metrics tables show, in this order
 
 def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC, or NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score  # here, not at import: it costs every CLI call ≈ 2 s
+
     if np.unique(labels).size < 2:
         return math.nan
     return float(roc_auc_score(labels, scores))
@@ -90,6 +91,8 @@ def compute_metrics(
     tn = int(((predicted == 0) & (labels == 0)).sum())
     actual_pos = tp + fn
     predicted_pos = tp + fp
+    from sklearn.metrics import average_precision_score  # see _safe_auc
+
     metrics: dict[str, float] = {
         "n": float(len(labels)),
         "accuracy": (tp + tn) / len(labels) if len(labels) else math.nan,
