@@ -282,3 +282,30 @@ def test_real_processes_exit_2_with_one_line_and_no_traceback(failing_cli_proces
     no_epitope = f"error: {runs.no_epitope}:1:Epitope: missing required column"
     assert runs.results["predict"].stderr.splitlines() == [no_epitope]
     assert not runs.output.exists()
+
+
+def test_a_prefect_server_that_does_not_start_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, run_cli: Callable[..., CliResult]
+) -> None:
+    """Prefect's own error on a server that did not come up: one line, not a traceback."""
+
+    def no_server() -> None:
+        raise RuntimeError(
+            "Timed out while attempting to connect to ephemeral Prefect API server. stdout: \nstderr: boom"
+        )
+
+    monkeypatch.setattr(cli, "app", no_server)
+    result = run_cli("search")
+    assert result.code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: Timed out while attempting to connect to ephemeral Prefect API server.")
+    assert "PREFECT_API_URL" in line
+
+
+def test_other_runtime_errors_are_not_disguised(monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug() -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "app", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main()
