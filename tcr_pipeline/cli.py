@@ -211,8 +211,20 @@ def evaluate(
 
 StoreOption = Annotated[
     Path | None,
-    typer.Option("--store", envvar="TCR_STORE", help="Result store directory [default: ./store]."),
+    typer.Option("--store", envvar="TCR_STORE", help="Result store directory (default: ./store)."),
 ]
+# the options `search` and `pipeline` share
+MaxEvalsOption = Annotated[
+    int | None, typer.Option(help="Trials in the run, resumed ones included (default: search.max_evals).")
+]
+ParallelismOption = Annotated[int | None, typer.Option(help="Trials in flight at once.")]
+ClusterOption = Annotated[str | None, typer.Option(help="Cluster profile: local, slurm-local, slurm-gpu …")]
+RunIdOption = Annotated[str | None, typer.Option(help="Resume this run, or name a new one.")]
+ObjectiveOption = Annotated[
+    str | None,
+    typer.Option(help="paper, mean_epitope_auc, roc_auc, average_precision (default: evaluate.objective)."),
+]
+ForceOption = Annotated[bool, typer.Option(help="Promote even if not better than the current model.")]
 
 
 @contextmanager
@@ -255,25 +267,24 @@ def _params_path(params_file: Path | None) -> str | None:
 
 @app.command()
 def search(
-    max_evals: Annotated[int | None, typer.Option(help="Trials in the run (resumed ones count).")] = None,
-    parallelism: Annotated[int | None, typer.Option(help="Trials in flight at once.")] = None,
-    cluster: Annotated[
-        str | None, typer.Option(help="Cluster profile: local, slurm-local, slurm-gpu …")
-    ] = None,
+    max_evals: MaxEvalsOption = None,
+    parallelism: ParallelismOption = None,
+    cluster: ClusterOption = None,
     store: StoreOption = None,
-    run_id: Annotated[str | None, typer.Option(help="Resume this run, or name a new one.")] = None,
+    run_id: RunIdOption = None,
     prepared_dir: Annotated[Path, typer.Option("--prepared", help="Output of `prepare`.")] = Path(
         "data/prepared"
     ),
     params_file: ParamsOption = None,
-    objective: Annotated[str | None, typer.Option(help="paper, mean_epitope_auc, roc_auc …")] = None,
+    objective: ObjectiveOption = None,
     promote: Annotated[bool, typer.Option("--promote/--no-promote", help="Register and promote.")] = True,
-    force: Annotated[bool, typer.Option(help="Promote even if not better than the current model.")] = False,
+    force: ForceOption = False,
 ) -> None:
     """Hyperparameter search (hyperopt TPE) as a Prefect flow on a Dask cluster; resumable by --run-id."""
     from flows.search import search_flow
 
-    params = _params(params_file, {"search.max_evals": max_evals})
+    # read (and check) the configuration here, before a Prefect server starts
+    params = _params(params_file, {"search.max_evals": max_evals, "evaluate.objective": objective})
     result_store = Store.from_env(store)
     run_id = run_id or new_run_id()
     with _search_progress(result_store, run_id, params.search.max_evals):
@@ -295,21 +306,23 @@ def search(
 @app.command()
 def pipeline(
     data: Annotated[Path | None, typer.Option(help="Raw CSV (default: data.raw).")] = None,
-    max_evals: Annotated[int | None, typer.Option(help="Trials in the run.")] = None,
-    parallelism: Annotated[int | None, typer.Option(help="Trials in flight at once.")] = None,
-    cluster: Annotated[str | None, typer.Option(help="Cluster profile.")] = None,
+    max_evals: MaxEvalsOption = None,
+    parallelism: ParallelismOption = None,
+    cluster: ClusterOption = None,
     store: StoreOption = None,
-    run_id: Annotated[str | None, typer.Option(help="Resume this run, or name a new one.")] = None,
+    run_id: RunIdOption = None,
     prepared_dir: Annotated[Path, typer.Option("--prepared", help="Where to prepare the data.")] = Path(
         "data/prepared"
     ),
     params_file: ParamsOption = None,
-    force: Annotated[bool, typer.Option(help="Promote even if not better than the current model.")] = False,
+    objective: ObjectiveOption = None,
+    force: ForceOption = False,
 ) -> None:
     """The whole `tcr-pipeline` flow: prepare → search → promote."""
     from flows.pipeline import pipeline_flow
 
-    params = _params(params_file, {"search.max_evals": max_evals})
+    # read (and check) the configuration here, before a Prefect server starts
+    params = _params(params_file, {"search.max_evals": max_evals, "evaluate.objective": objective})
     result_store = Store.from_env(store)
     run_id = run_id or new_run_id()
     with _search_progress(result_store, run_id, params.search.max_evals):
@@ -322,6 +335,7 @@ def pipeline(
             store=str(result_store.root),
             prepared_dir=str(prepared_dir),
             params_file=_params_path(params_file),
+            objective=objective,
             force=force,
         )
     out.print_json(json.dumps(outcome, default=str))
@@ -387,11 +401,11 @@ def monitor(
         typer.Option(help="Labelled CSV of new data: the model's metrics on it vs its test metrics."),
     ] = None,
     window: Annotated[
-        int | None, typer.Option(help="Compare the last N logged rows [default: monitor.window].")
+        int | None, typer.Option(help="Compare the last N logged rows (default: monitor.window).")
     ] = None,
     since_hours: Annotated[float | None, typer.Option(help="Only rows of the last H hours.")] = None,
     model: Annotated[
-        str | None, typer.Option(help="A registry id RUN/TRIAL [default: the current model].")
+        str | None, typer.Option(help="A registry id RUN/TRIAL (default: the current model).")
     ] = None,
     reference_data: Annotated[
         Path | None,
@@ -504,7 +518,7 @@ def dashboard_command(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8050,
     auth_file: Annotated[
         Path | None,
-        typer.Option(help="File of user:hash lines [default: $TCR_DASHBOARD_AUTH_FILE; none: no login]."),
+        typer.Option(help="File of user:hash lines (default: $TCR_DASHBOARD_AUTH_FILE; none: no login)."),
     ] = None,
 ) -> None:
     """Serve the web dashboard over a result store: runs, training, class balance, models, predict,

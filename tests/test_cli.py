@@ -309,3 +309,20 @@ def test_other_runtime_errors_are_not_disguised(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(cli, "app", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main()
+
+
+@pytest.mark.parametrize("command", ["search", "pipeline"])
+def test_a_bad_objective_is_refused_before_any_server_starts(
+    command: str, run_cli: Callable[..., CliResult]
+) -> None:
+    result = run_cli(command, "--objective", "nonsense", "--store", "store")
+    assert result.code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: params: evaluate.objective: Input should be 'paper'")
+
+
+def test_help_shows_the_defaults_it_names() -> None:
+    """Square brackets in a help text are rich markup and vanish: defaults are in parentheses."""
+    import inspect
+
+    assert "[default:" not in inspect.getsource(cli)
