@@ -458,7 +458,7 @@ def predict(
     """Score pairs: every input column plus score, prediction and error (empty when the row was valid)."""
     result_store = Store.from_env(store)
     if log:
-        from tcr_pipeline.querylog import query_log_path
+        from tcr_pipeline.querylog import model_id_for, query_log_path
 
         log_path = query_log_path(result_store.root)
         if not log_path.parent.is_dir():
@@ -466,6 +466,8 @@ def predict(
                 f"{log_path.parent}: no such directory for the query log (--log writes to the store's "
                 "query log: pass --store or set TCR_STORE)"
             )
+        # `best` resolved once: the log names the model that scored, even if another is promoted meanwhile
+        model = model_id_for(result_store.root, model)
     bundle = load_bundle(result_store.resolve_model(model))
     started = time.perf_counter()
     result = predict_file(bundle, input_csv, output)
@@ -475,11 +477,9 @@ def predict(
     if invalid:
         console.print(f"{invalid} invalid row(s): see the error column", markup=False)
     if log:
-        from tcr_pipeline.querylog import log_prediction, model_id_for
+        from tcr_pipeline.querylog import log_prediction
 
-        request = log_prediction(
-            result_store.root, model_id_for(result_store.root, model), result, "cli", latency_ms
-        )
+        request = log_prediction(result_store.root, model, result, "cli", latency_ms)
         out.print(f"logged {len(result)} rows (request {request}) → {log_path}", markup=False)
 
 
