@@ -3,6 +3,7 @@
 ``weights.pt``  the state dict, loadable with ``torch.load(weights_only=True)``
 ``encoder.json`` the fitted encoder
 ``card.json``   architecture, parameters, data sha256, per-epoch history and metrics
+``validation.pt`` the prepared rows the model was validated on and its (out-of-fold) scores there
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from torch import nn
 
 from tcr_pipeline.config import EvaluateParams, ModelParams
 from tcr_pipeline.data import FEATURE_COLUMNS, check_columns, check_values, read_table
-from tcr_pipeline.encoding import OneHotEncoder, PaperEncoder, load_encoder
+from tcr_pipeline.encoding import AlignedEncoder, AnyEncoder, load_encoder
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import write_atomic, write_text_atomic
-from tcr_pipeline.models import build_model
+from tcr_pipeline.models import Ensemble, build_model, scores_epitope
 from tcr_pipeline.training import predict_scores
 
 WEIGHTS_FILE = "weights.pt"
 ENCODER_FILE = "encoder.json"
 CARD_FILE = "card.json"
+VALIDATION_FILE = "validation.pt"
 
 
 class ModelCard(BaseModel):
@@ -46,6 +48,9 @@ class ModelCard(BaseModel):
     device: dict[str, Any] = Field(default_factory=dict)
     history: list[dict[str, float]] = Field(default_factory=list)
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    input_spec: dict[str, Any] | None = None  # the encoder's description of the columns (aligned)
+    members: int = 1  # >1: the mean of this many fold models (train.folds)
+    best_epoch: int | None = None
 
 
 @dataclass
@@ -53,19 +58,27 @@ class Bundle:
     """A loaded model ready to predict."""
 
     model: nn.Module
-    encoder: PaperEncoder | OneHotEncoder
+    encoder: AnyEncoder
     card: ModelCard
     path: Path
 
 
 def save_bundle(
-    directory: Path | str, model: nn.Module, encoder: PaperEncoder | OneHotEncoder, card: ModelCard
+    directory: Path | str,
+    model: nn.Module,
+    encoder: AnyEncoder,
+    card: ModelCard,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Path:
     """Write weights, encoder and card; the card goes last, so a bundle with a card is complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     write_atomic(directory / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    if validation is not None:
+        rows, scores = validation
+        saved = {"rows": rows.cpu().long(), "scores": scores.cpu().float()}
+        write_atomic(directory / VALIDATION_FILE, lambda tmp: torch.save(saved, tmp))
     encoder.save(directory / ENCODER_FILE)
     write_text_atomic(directory / CARD_FILE, card.model_dump_json(indent=2) + "\n")
     return directory
@@ -82,11 +95,29 @@ def load_card(directory: Path | str) -> ModelCard:
         raise InputError(f"{path}: not a valid model card ({exc.__class__.__name__})") from None
 
 
+def load_validation(directory: Path | str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The rows a bundle was validated on and its scores there (None: an older bundle)."""
+    path = Path(directory) / VALIDATION_FILE
+    if not path.exists():
+        return None
+    saved = torch.load(path, weights_only=True)
+    return saved["rows"], saved["scores"]
+
+
+def build_card_model(card: ModelCard) -> nn.Module:
+    """An untrained model of the architecture a card describes (fold ensembles included)."""
+    if card.members > 1:
+        return Ensemble(
+            [build_model(card.input_dim, card.model, card.input_spec) for _ in range(card.members)]
+        )
+    return build_model(card.input_dim, card.model, card.input_spec)
+
+
 def load_bundle(directory: Path | str, device: str = "cpu") -> Bundle:
     """Load a bundle's model (weights only, never arbitrary pickles) and encoder."""
     directory = Path(directory)
     card = load_card(directory)
-    model = build_model(card.input_dim, card.model)
+    model = build_card_model(card)
     state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
     model.load_state_dict(state)
     model.to(device).eval()
@@ -94,11 +125,14 @@ def load_bundle(directory: Path | str, device: str = "cpu") -> Bundle:
 
 
 def predict_frame(bundle: Bundle, frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:
-    """Score every row: all input columns plus ``score``, ``prediction`` and ``error``.
+    """Score every row: all input columns plus ``score``, ``prediction``, ``warning`` and ``error``.
 
     Rows that fail validation (bad characters, gene names, empty values) or that the encoder
-    cannot represent (unknown characters, too long) get their message in ``error`` and no score;
-    the other rows are still scored. ``frame``'s index gives the row numbers used in messages.
+    cannot represent (unknown characters, longer than the frame) get their message in ``error``
+    and no score; so do rows whose epitope a per-epitope model (``kmer``, ``cnn``) never saw in
+    training — it has no output for them. A row with anything else the model never saw in
+    training (a gene, MHC or epitope, a residue at a frame position; aligned encoding) is scored
+    with that named in ``warning``. ``frame``'s index gives the row numbers used in messages.
     """
     problems = check_columns(frame, source, require_label=False)
     if problems:
@@ -119,6 +153,15 @@ def predict_frame(bundle: Bundle, frame: pd.DataFrame, source: str = "input") ->
         stripped[column] = frame[column].astype(str).str.strip()
     encoded = bundle.encoder.encode(stripped)
     errors = [mine or theirs for mine, theirs in zip(errors, encoded.errors, strict=True)]
+    warnings = encoded.warnings or [None] * len(frame)
+    if scores_epitope(bundle.model) and isinstance(bundle.encoder, AlignedEncoder):
+        known = set(bundle.encoder.trained["Epitope"])
+        for i, epitope in enumerate(stripped["Epitope"].tolist()):
+            if errors[i] is None and epitope not in known:
+                errors[i] = (
+                    f"Epitope: {epitope!r} has no training data; this model scores only the "
+                    f"{len(known)} epitopes it was trained on"
+                )
     valid = np.array([e is None for e in errors], dtype=bool)
     scores = np.full(len(frame), np.nan)
     if valid.any():
@@ -128,6 +171,7 @@ def predict_frame(bundle: Bundle, frame: pd.DataFrame, source: str = "input") ->
     threshold = bundle.card.evaluate.threshold
     out["score"] = [f"{s:.6f}" if ok else "" for s, ok in zip(scores, valid, strict=True)]
     out["prediction"] = [str(int(s >= threshold)) if ok else "" for s, ok in zip(scores, valid, strict=True)]
+    out["warning"] = [(w or "") if ok else "" for w, ok in zip(warnings, valid, strict=True)]
     out["error"] = [e or "" for e in errors]
     return out
 

@@ -17,15 +17,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tcr_pipeline.bundle import CARD_FILE, ModelCard, load_bundle, load_card, predict_file, save_bundle
+from tcr_pipeline.bundle import CARD_FILE, load_bundle, load_card, predict_file
 from tcr_pipeline.config import Params, load_params
 from tcr_pipeline.data import validate_file
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import write_json_atomic, write_text_atomic
 from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
+from tcr_pipeline.metrics import always_negative
 from tcr_pipeline.prepare import load_prepared, prepare_dataset
-from tcr_pipeline.store import Store, new_run_id
-from tcr_pipeline.training import describe_device, evaluate_model, train_model
+from tcr_pipeline.recipe import fit_and_save
+from tcr_pipeline.store import RegistryEntry, Store, new_run_id
+from tcr_pipeline.training import evaluate_model
 
 app = typer.Typer(
     help="Predict TCR–epitope binding: validate data, prepare, train, evaluate and predict.",
@@ -116,14 +118,18 @@ def train(
         "data/prepared"
     ),
     out_dir: Annotated[Path, typer.Option("--out", help="Model bundle directory.")] = Path("models/model"),
-    model: Annotated[str | None, typer.Option(help="small, medium or large.")] = None,
+    model: Annotated[str | None, typer.Option(help="kmer, cnn, small, medium or large.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
 ) -> None:
-    """Train one model on the training split (validation curves per epoch) and save its bundle."""
+    """Train one model (validation curves per epoch, best epoch kept) and save its bundle.
+
+    With train.folds > 1 the model is the mean of K models trained on TCR-grouped folds of the
+    training and validation splits, validated out of fold.
+    """
     params = _params(
         params_file,
         {
@@ -153,22 +159,11 @@ def train(
             )
             progress.update(task, completed=epoch, info=info)
 
-        result = train_model(prepared, params.train, params.evaluate, on_epoch)
-    val = evaluate_model(result.model, prepared, "val", params.evaluate)
-    card = ModelCard(
-        input_dim=int(prepared.features.shape[1]),
-        model=params.train.model,
-        train_params=params.train.model_dump(mode="json"),
-        evaluate=params.evaluate,
-        prepare_params=prepared.meta["params"],
-        data_sha256=prepared.data_sha256,
-        device=describe_device(result.device),
-        history=result.history,
-        metrics={"val": val},
-    )
-    save_bundle(out_dir, result.model, prepared.encoder, card)
+        fitted = fit_and_save(prepared, params.train, params.evaluate, out_dir, on_epoch, splits=("val",))
+    result, val = fitted.result, fitted.metrics["val"]
     out.print(
-        f"trained {params.train.model.kind} in {result.seconds:.1f}s on {result.device} → {out_dir}",
+        f"trained {params.train.model.kind} in {result.seconds:.1f}s on {result.device} "
+        f"(best epoch {result.best_epoch}) → {out_dir}",
         markup=False,
     )
     out.print(_metrics_table("validation", {"val": val}))
@@ -378,17 +373,44 @@ def best(store: StoreOption = None) -> None:
     if entry is None:
         raise InputError(f"{result_store.root}: no promoted model yet (run `tcr-pipeline search`)")
     out.print(f"current best: {entry.model_id}  ({entry.objective_name} {entry.objective:.4f})", markup=False)
+    _print_against_baseline(result_store, entry)
     out.print(f"  hyperparameters: {json.dumps(entry.params)}", markup=False)
     out.print(
         f"  data sha256 {entry.data_sha256[:12]}  dvc md5 {entry.dvc_md5}  git {entry.git_commit}",
         markup=False,
     )
     out.print(f"  path: {result_store.root / entry.path}", markup=False)
-    out.print(_metrics_table("current best", {"val": entry.val_metrics, "test": entry.test_metrics}))
     for promotion in registry.history:
         out.print(
             f"  {promotion.promoted:%Y-%m-%d %H:%M} {promotion.model_id} replaced {promotion.replaced}: "
             f"{promotion.reason}",
+            markup=False,
+        )
+    kept = [c for c in registry.comparisons if not c.promoted][-3:]
+    for comparison in kept:
+        out.print(
+            f"  {comparison.decided:%Y-%m-%d %H:%M} kept {comparison.current} over {comparison.candidate}: "
+            f"{comparison.reason}",
+            markup=False,
+        )
+
+
+def _print_against_baseline(result_store: Store, entry: RegistryEntry) -> None:
+    """The model's validation and test metrics next to its run's baseline and always-negative."""
+    columns = {"val": entry.val_metrics, "test": entry.test_metrics}
+    baseline = result_store.load_baseline(entry.run_id)
+    if baseline is not None:
+        columns["baseline test"] = baseline.get("test", {})
+    columns["always negative"] = always_negative(entry.test_metrics)
+    out.print(_metrics_table("current best (val: out-of-fold when train.folds > 1)", columns))
+    if baseline is not None and "mean_epitope_auc" in baseline.get("test", {}):
+        delta = (
+            entry.test_metrics.get("mean_epitope_auc", float("nan")) - baseline["test"]["mean_epitope_auc"]
+        )
+        verdict = "beats" if delta > 0 else "does not beat"
+        out.print(
+            f"  test mean per-epitope AUC {verdict} the run's k-mer baseline by {delta:+.4f} "
+            "(one small test split: see the README's cross-validated comparison for the noise)",
             markup=False,
         )
 

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tcr_pipeline.errors import InputError
 
-Encoding = Literal["paper", "onehot"]
+Encoding = Literal["aligned", "onehot", "paper"]
 SplitKind = Literal["random", "tcr", "epitope"]
-ModelKind = Literal["small", "medium", "large"]
+ModelKind = Literal["small", "medium", "large", "kmer", "cnn"]
 ObjectiveName = Literal["paper", "mean_epitope_auc", "roc_auc", "average_precision"]
 WatchedMetric = Literal[
     "accuracy", "precision", "recall", "roc_auc", "average_precision", "mean_epitope_auc", "paper_objective"
@@ -32,7 +32,7 @@ class DataParams(_Section):
 class PrepareParams(_Section):
     """Encoding and splitting of the raw pairs (DVC stage ``prepare``)."""
 
-    encoding: Encoding = "onehot"
+    encoding: Encoding = "aligned"
     split: SplitKind = "tcr"
     use_clone_id: bool = False
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -47,7 +47,12 @@ class PrepareParams(_Section):
 
 
 class ModelParams(_Section):
-    """Architecture of the feed-forward classifier (the paper's three sizes)."""
+    """Architecture: the paper's three feed-forward sizes, or a k-mer linear model or a 1D-CNN.
+
+    ``kmer`` and ``cnn`` need the ``aligned`` encoding; ``head`` says how their per-epitope
+    outputs become a pair's probability (``softmax``: one softmax over the training epitopes and
+    "none"; ``sigmoid``: one independent logistic output per epitope, like the k-mer baseline).
+    """
 
     kind: ModelKind = "medium"
     small_widths: tuple[int, int] = (256, 64)
@@ -56,6 +61,14 @@ class ModelParams(_Section):
     max_width: int | None = Field(128, ge=1)  # None: start at the input width, as the paper
     width_step: int = Field(10, ge=0)
     min_width: int = Field(8, ge=1)
+    residues: Literal["onehot", "blosum"] = "blosum"  # aligned encoding: residue vectors
+    head: Literal["softmax", "sigmoid"] = "softmax"  # kmer, cnn
+    kmer_sizes: tuple[int, ...] = (1, 2, 3)  # kmer
+    genes: bool = True  # kmer, cnn: use V/J genes
+    cnn_filters: int = Field(32, ge=1)
+    cnn_kernels: tuple[int, ...] = (1, 3, 5, 7, 9)
+    cnn_hidden: int = Field(64, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
 
 
 class TrainParams(_Section):
@@ -69,29 +82,51 @@ class TrainParams(_Section):
     balanced: bool = True
     seed: int = 42
     device: str = "auto"
+    folds: int = Field(1, ge=1, le=20)  # >1: K TCR-grouped folds of train+val (training.py)
+    fold_seed: int = 0  # which TCRs share a fold; the same for every trial, so runs compare
 
 
 class EvaluateParams(_Section):
     """Decision threshold and the selectable search objective."""
 
     threshold: float = Field(0.5, gt=0, lt=1)
-    objective: ObjectiveName = "paper"
+    objective: ObjectiveName = "mean_epitope_auc"
 
 
 class Dimension(_Section):
-    """One searched hyperparameter: exactly one of the four kinds."""
+    """One searched hyperparameter: exactly one of the five kinds.
+
+    ``branches`` makes a conditional space: each branch is a value of this hyperparameter with
+    its own sub-space, searched only when that value is chosen (e.g. ``model.kind`` → ``cnn``
+    with its filters and dropout, ``kmer`` with its head).
+    """
 
     choice: list[Any] | None = None
     uniform: tuple[float, float] | None = None
     loguniform: tuple[float, float] | None = None
     integer: tuple[int, int] | None = None  # inclusive bounds
+    branches: dict[str, dict[str, Dimension]] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Dimension:
-        kinds = [k for k in ("choice", "uniform", "loguniform", "integer") if getattr(self, k) is not None]
+        kinds = [k for k in DIMENSION_KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("give exactly one of choice, uniform, loguniform, integer")
+            raise ValueError("give exactly one of " + ", ".join(DIMENSION_KINDS))
+        for kind, bounds in (("uniform", self.uniform), ("loguniform", self.loguniform)):
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{kind}: the low bound must be below the high one")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform: bounds must be positive")
+        if self.integer is not None and self.integer[0] > self.integer[1]:
+            raise ValueError("integer: the low bound must not exceed the high one")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice: give at least one value")
+        if self.branches is not None and not self.branches:
+            raise ValueError("branches: give at least one branch")
         return self
+
+
+DIMENSION_KINDS = ("choice", "uniform", "loguniform", "integer", "branches")
 
 
 def _paper_space() -> dict[str, Dimension]:

@@ -1,6 +1,6 @@
 """Feature encodings of TCR–epitope pairs, saved as JSON and invertible.
 
-Two encodings:
+Three encodings:
 
 ``paper``
     The source paper's method: every character present in the data, sorted by Unicode value,
@@ -12,6 +12,17 @@ Two encodings:
     One-hot residues (20 standard amino acids) per position of CDR3α, CDR3β and the epitope,
     zeros for padding, and one-hot V/J genes and MHC with a final ``<unk>`` slot for a gene or
     MHC not seen when the encoder was fitted.
+``aligned`` (default)
+    Integer codes in a documented fixed frame that does not depend on the training file:
+    CDR3α and CDR3β in :data:`CDR3_FRAME` (30) positions, the epitope in :data:`EPITOPE_FRAME`
+    (15), IMGT-style — the first ⌈L/2⌉ residues from the left end of the frame, the last ⌊L/2⌋
+    at its right end, the gap in the middle, so the conserved N- and C-terminal residues stay in
+    place whatever the length. Residues are 1–20 (0 = gap); genes are normalised with
+    tidytcells to IMGT gene level (``TRBV20-1``, ``TRBV20-01``, ``TRBV20-1*01`` are one gene) and
+    coded 1… in the fitted vocabulary (0 = unknown). The models turn codes into one-hot or BLOSUM62
+    vectors, k-mer counts or convolutions themselves (:mod:`tcr_pipeline.models`). The encoder
+    remembers what the training rows held, so anything a model never saw in training (a gene,
+    epitope, MHC, or a residue at a frame position) is a per-row *warning*.
 
 What an encoder cannot represent is a per-row error, never a crash or silent garbage: a
 character outside the alphabet, or a sequence longer than the fitted maximum. Rows with an error
@@ -48,10 +59,14 @@ CATEGORY_FIELDS = ("V_alpha", "V_beta", "J_alpha", "J_beta", "MHC")
 
 @dataclass(frozen=True)
 class Encoded:
-    """Encoded rows: a float32 matrix and, per row, ``None`` or the reason it cannot be encoded."""
+    """Encoded rows: a float32 matrix and, per row, ``None`` or the reason it cannot be encoded.
+
+    ``warnings`` (aligned encoding only) names, per row, what the model never saw in training.
+    """
 
     features: np.ndarray
     errors: list[str | None]
+    warnings: list[str | None] | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -94,6 +109,10 @@ class _EncoderBase(BaseModel):
         assert self.clone_id_range is not None
         low, high = self.clone_id_range
         return np.round(column * ((high - low) or 1.0) + low, 6)
+
+    def input_spec(self) -> dict[str, object]:
+        """What a model needs to know about the feature columns (stored on its card)."""
+        return {"encoding": getattr(self, "kind", "")}
 
     def save(self, path: Path | str) -> Path:
         """Write the encoder as JSON (atomically)."""
@@ -240,8 +259,182 @@ class OneHotEncoder(_EncoderBase):
         return frame
 
 
-Encoder = Annotated[PaperEncoder | OneHotEncoder, Field(discriminator="kind")]
-_ENCODER_ADAPTER: TypeAdapter[PaperEncoder | OneHotEncoder] = TypeAdapter(Encoder)
+CDR3_FRAME = 30  # residues: longer CDR3s are a per-row error (real CDR3β rarely exceed 25)
+EPITOPE_FRAME = 15  # residues: class I epitopes are 8–11, most class II cores fit
+ALIGNED_SEQUENCES = {"CDR3_alpha": CDR3_FRAME, "CDR3_beta": CDR3_FRAME, "Epitope": EPITOPE_FRAME}
+ALIGNED_CATEGORIES = ("V_alpha", "V_beta", "J_alpha", "J_beta", "MHC", "Epitope")
+
+
+def align_codes(values: list[str], frame: int, residues: str = AMINO_ACIDS) -> tuple[np.ndarray, np.ndarray]:
+    """IMGT-style aligned residue codes (1…20, 0 = gap) of each sequence in a ``frame``-wide row.
+
+    The first ⌈L/2⌉ residues fill the frame from the left, the last ⌊L/2⌋ from the right, so the
+    conserved ends keep their positions and the length difference becomes a central gap.
+    Returns the (n, frame) codes and each sequence's length (longer than ``frame``: all zero).
+    """
+    lookup = np.zeros(256, dtype=np.int64)
+    for i, c in enumerate(residues):
+        lookup[ord(c)] = i + 1
+    codes = np.zeros((len(values), frame), dtype=np.int64)
+    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    for row, value in enumerate(values):
+        length = len(value)
+        if length > frame or not value.isascii():
+            continue
+        raw = lookup[np.frombuffer(value.encode("ascii"), dtype=np.uint8)]
+        left = (length + 1) // 2
+        codes[row, :left] = raw[:left]
+        if length - left:
+            codes[row, frame - (length - left) :] = raw[left:]
+    return codes, lengths
+
+
+class AlignedEncoder(_EncoderBase):
+    """Integer codes in a fixed IMGT-style frame, genes normalised by tidytcells (module docstring).
+
+    Column layout of :meth:`encode`'s matrix (float32 holding small integers): CDR3α
+    (``CDR3_FRAME``), CDR3β (``CDR3_FRAME``), epitope (``EPITOPE_FRAME``), then one code each for
+    V_alpha, V_beta, J_alpha, J_beta, MHC and the epitope as a category; clone_id last, if used.
+    """
+
+    kind: Literal["aligned"] = "aligned"
+    residues: str = AMINO_ACIDS
+    frames: dict[str, int] = Field(default_factory=lambda: dict(ALIGNED_SEQUENCES))
+    vocabularies: dict[str, list[str]]  # normalised names, sorted; code = index + 1
+    trained: dict[str, list[str]]  # the names the training rows held
+    trained_residues: dict[str, list[str]]  # per sequence column, per frame position: residues seen
+
+    @property
+    def dim(self) -> int:
+        return sum(self.frames.values()) + len(ALIGNED_CATEGORIES) + int(self.use_clone_id)
+
+    def input_spec(self) -> dict[str, object]:
+        """What a model needs to know about the columns (stored on its card)."""
+        return {
+            "encoding": "aligned",
+            "frames": dict(self.frames),
+            "vocab_sizes": {c: len(self.vocabularies[c]) for c in ALIGNED_CATEGORIES},
+            "trained": {
+                c: [name in set(self.trained[c]) for name in self.vocabularies[c]] for c in ALIGNED_CATEGORIES
+            },
+        }
+
+    @staticmethod
+    def normalised(column: str, values: pd.Series) -> tuple[list[str], list[bool]]:
+        """Normalised names of one category column and whether tidytcells recognised each."""
+        from tcr_pipeline.genes import normalise_gene, normalise_mhc
+
+        strings = values.astype(str).str.strip().tolist()
+        if column == "Epitope":
+            return strings, [True] * len(strings)
+        normalise = normalise_mhc if column == "MHC" else normalise_gene
+        pairs = [normalise(v) for v in strings]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def encode(self, frame: pd.DataFrame) -> Encoded:
+        n = len(frame)
+        errors: list[str | None] = [None] * n
+        notes: list[list[str]] = [[] for _ in range(n)]
+        blocks: list[np.ndarray] = []
+        for column, width in self.frames.items():
+            values = frame[column].astype(str).str.strip().tolist()
+            codes, lengths = align_codes(values, width, self.residues)
+            for row in np.flatnonzero(lengths > width):
+                errors[row] = errors[row] or (
+                    f"{column}: length {lengths[row]} exceeds the model's frame of {width} residues"
+                )
+            for i, value in enumerate(values):
+                bad = sorted({c for c in value if c not in self.residues})
+                if bad and errors[i] is None:
+                    errors[i] = f"{column}: {''.join(bad)!r} not a standard amino acid"
+            seen = self.trained_residues.get(column)
+            if seen is not None:
+                table = np.zeros((width, len(self.residues) + 1), dtype=bool)
+                for position, letters in enumerate(seen):
+                    table[position, [self.residues.index(c) + 1 for c in letters]] = True
+                table[:, 0] = True
+                unseen = ~table[np.arange(width)[None, :], codes]
+                for row in np.flatnonzero(unseen.any(axis=1)):
+                    positions = np.flatnonzero(unseen[row]) + 1
+                    notes[row].append(
+                        f"{column}: residue(s) at frame position(s) {', '.join(map(str, positions))} "
+                        "never seen there in training"
+                    )
+            blocks.append(codes.astype(np.float32))
+        categories = np.zeros((n, len(ALIGNED_CATEGORIES)), dtype=np.float32)
+        for j, column in enumerate(ALIGNED_CATEGORIES):
+            names, recognised = self.normalised(column, frame[column])
+            code_of = {name: i + 1 for i, name in enumerate(self.vocabularies[column])}
+            trained = set(self.trained[column])
+            categories[:, j] = [code_of.get(name, 0) for name in names]
+            for i, (name, known) in enumerate(zip(names, recognised, strict=True)):
+                if not known:
+                    notes[i].append(f"{column}: {name!r} is not a recognised IMGT name")
+                elif name not in trained:
+                    notes[i].append(f"{column}: {name!r} never seen in training")
+        blocks.append(categories)
+        blocks.append(self._clone_feature(frame, errors))
+        features = np.concatenate(blocks, axis=1)
+        features[~np.array([e is None for e in errors], dtype=bool)] = 0.0
+        warnings = ["; ".join(n) if n else None for n in notes]
+        return Encoded(features, errors, warnings)
+
+    def decode(self, features: np.ndarray) -> pd.DataFrame:
+        """Codes back to the readable table (normalised gene names; unknown → ``<unk>``)."""
+        codes = np.rint(np.asarray(features, dtype=np.float64)).astype(np.int64)
+        table = np.array(["", *self.residues], dtype=object)
+        out: dict[str, list[str]] = {}
+        offset = 0
+        for column, width in self.frames.items():
+            block = np.clip(codes[:, offset : offset + width], 0, len(self.residues))
+            out[column] = ["".join(chars) for chars in table[block]]
+            offset += width
+        for j, column in enumerate(ALIGNED_CATEGORIES):
+            vocabulary = np.array([UNKNOWN, *self.vocabularies[column]], dtype=object)
+            names = vocabulary[np.clip(codes[:, offset + j], 0, len(vocabulary) - 1)].tolist()
+            if column != "Epitope":
+                out[column] = names
+        frame = pd.DataFrame(out)
+        if self.use_clone_id:
+            frame["clone_id"] = self._decode_clone(np.asarray(features)[:, offset + len(ALIGNED_CATEGORIES)])
+        return frame
+
+
+Encoder = Annotated[PaperEncoder | OneHotEncoder | AlignedEncoder, Field(discriminator="kind")]
+AnyEncoder = PaperEncoder | OneHotEncoder | AlignedEncoder
+_ENCODER_ADAPTER: TypeAdapter[AnyEncoder] = TypeAdapter(Encoder)
+
+
+def _fit_aligned(
+    frame: pd.DataFrame,
+    training: np.ndarray | None,
+    use_clone_id: bool,
+    clone_range: tuple[float, float] | None,
+    data_sha256: str,
+) -> AlignedEncoder:
+    trained_rows = np.ones(len(frame), dtype=bool) if training is None else np.asarray(training, bool)
+    vocabularies: dict[str, list[str]] = {}
+    trained: dict[str, list[str]] = {}
+    for column in ALIGNED_CATEGORIES:
+        names, _ = AlignedEncoder.normalised(column, frame[column])
+        vocabularies[column] = sorted(set(names))
+        trained[column] = sorted({n for n, t in zip(names, trained_rows, strict=True) if t})
+    trained_residues: dict[str, list[str]] = {}
+    for column, width in ALIGNED_SEQUENCES.items():
+        values = frame.loc[trained_rows, column].astype(str).str.strip().tolist()
+        codes, _ = align_codes(values, width)
+        letters = np.array(["", *AMINO_ACIDS], dtype=object)
+        trained_residues[column] = [
+            "".join(sorted(set(letters[np.unique(codes[:, p])]) - {""})) for p in range(width)
+        ]
+    return AlignedEncoder(
+        vocabularies=vocabularies,
+        trained=trained,
+        trained_residues=trained_residues,
+        use_clone_id=use_clone_id,
+        clone_id_range=clone_range,
+        data_sha256=data_sha256,
+    )
 
 
 def _clone_range(frame: pd.DataFrame, use_clone_id: bool) -> tuple[float, float] | None:
@@ -254,10 +447,20 @@ def _clone_range(frame: pd.DataFrame, use_clone_id: bool) -> tuple[float, float]
 
 
 def fit_encoder(
-    frame: pd.DataFrame, kind: str, use_clone_id: bool = False, data_sha256: str = ""
-) -> PaperEncoder | OneHotEncoder:
-    """Fit an encoder's vocabulary and lengths on a (validated) pair table."""
+    frame: pd.DataFrame,
+    kind: str,
+    use_clone_id: bool = False,
+    data_sha256: str = "",
+    training: np.ndarray | None = None,
+) -> AnyEncoder:
+    """Fit an encoder's vocabulary and lengths on a (validated) pair table.
+
+    ``training`` (aligned only): a boolean mask of the training rows, whose genes, epitopes,
+    MHCs and residues are what the model will have seen (the rest is a warning at prediction).
+    """
     clone_range = _clone_range(frame, use_clone_id)
+    if kind == "aligned":
+        return _fit_aligned(frame, training, use_clone_id, clone_range, data_sha256)
     if kind == "paper":
         chars: set[str] = set()
         for group in PAPER_GROUPS:
@@ -281,10 +484,10 @@ def fit_encoder(
             clone_id_range=clone_range,
             data_sha256=data_sha256,
         )
-    raise InputError(f"unknown encoding {kind!r} (choose paper or onehot)")
+    raise InputError(f"unknown encoding {kind!r} (choose aligned, onehot or paper)")
 
 
-def load_encoder(path: Path | str) -> PaperEncoder | OneHotEncoder:
+def load_encoder(path: Path | str) -> AnyEncoder:
     """Read an encoder saved by :meth:`save`."""
     path = Path(path)
     try:

@@ -120,6 +120,33 @@ def compute_metrics(
     return metrics
 
 
+def always_negative(metrics: dict[str, float]) -> dict[str, float]:
+    """The headline metrics of a model that never predicts binding, on the data ``metrics`` describe.
+
+    It needs ``n``, ``tp`` and ``fn`` (the number of rows and of positives); AUCs of a constant
+    score are 0.5 and its average precision is the positive rate.
+    """
+    n = metrics.get("n", math.nan)
+    positives = metrics.get("tp", math.nan) + metrics.get("fn", math.nan)
+    rate = positives / n if n else math.nan
+    out = {
+        "n": n,
+        "accuracy": 1.0 - rate,
+        "precision": 0.0,
+        "recall": 0.0,
+        "positive_ratio": 0.0,
+        "roc_auc": 0.5,
+        "average_precision": rate,
+        "mean_epitope_auc": 0.5,
+        "tn": n - positives,
+        "fp": 0.0,
+        "fn": positives,
+        "tp": 0.0,
+    }
+    out["paper_objective"] = paper_objective(out)
+    return out
+
+
 def epitope_aucs(metrics: dict[str, float]) -> dict[str, float]:
     """The per-epitope ROC-AUCs stored in a metrics dict."""
     return {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("epitope_auc/")}

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 
 from tcr_pipeline.config import PrepareParams
-from tcr_pipeline.data import COLUMNS, load_pairs
-from tcr_pipeline.encoding import OneHotEncoder, PaperEncoder, fit_encoder, load_encoder
+from tcr_pipeline.data import COLUMNS, load_pairs, tcr_keys
+from tcr_pipeline.encoding import AnyEncoder, fit_encoder, load_encoder
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import sha256_file, write_atomic, write_json_atomic
 from tcr_pipeline.splits import SPLITS, split_pairs
@@ -25,15 +25,16 @@ META_FILE = "meta.json"
 
 @dataclass(frozen=True)
 class Prepared:
-    """An encoded data set: features, labels, split (0/1/2) and epitope index per row."""
+    """An encoded data set: features, labels, split (0/1/2), epitope index and TCR group per row."""
 
     features: torch.Tensor
     labels: torch.Tensor
     split: torch.Tensor
     epitope: torch.Tensor
     epitope_names: list[str]
-    encoder: PaperEncoder | OneHotEncoder
+    encoder: AnyEncoder
     meta: dict[str, Any]
+    groups: torch.Tensor | None = None  # αβ TCR id per row (None: prepared by an older version)
 
     @property
     def data_sha256(self) -> str:
@@ -61,12 +62,13 @@ def class_counts(labels: np.ndarray, split: np.ndarray) -> dict[str, dict[str, i
 
 def encode_pairs(frame: pd.DataFrame, params: PrepareParams, data_sha256: str) -> Prepared:
     """Fit the encoder on ``frame``, encode it and assign splits (pure: no file I/O)."""
-    encoder = fit_encoder(frame, params.encoding, params.use_clone_id, data_sha256)
+    split = split_pairs(frame, params)
+    encoder = fit_encoder(frame, params.encoding, params.use_clone_id, data_sha256, training=split == 0)
     encoded = encoder.encode(frame)
     failed = [i for i, e in enumerate(encoded.errors) if e is not None]
-    if failed:  # cannot happen for a validated table the encoder was fitted on
+    if failed:  # a validated table fits every frame but the aligned one's (CDR3 > 30 residues)
         raise InputError(f"row {failed[0] + 2}: {encoded.errors[failed[0]]}")
-    split = split_pairs(frame, params)
+    _, groups = np.unique(tcr_keys(frame).to_numpy(), return_inverse=True)
     epitope_names = sorted(frame["Epitope"].unique().tolist())
     epitope_index = frame["Epitope"].map({e: i for i, e in enumerate(epitope_names)}).to_numpy()
     labels = frame["Label"].to_numpy()
@@ -86,6 +88,7 @@ def encode_pairs(frame: pd.DataFrame, params: PrepareParams, data_sha256: str) -
         epitope_names=epitope_names,
         encoder=encoder,
         meta=meta,
+        groups=torch.from_numpy(groups.astype(np.int64)),
     )
 
 
@@ -101,6 +104,7 @@ def prepare_dataset(raw: Path | str, params: PrepareParams, out_dir: Path | str)
         "labels": prepared.labels,
         "split": prepared.split,
         "epitope": prepared.epitope,
+        "groups": prepared.groups,
     }
     write_atomic(out_dir / TENSORS_FILE, lambda tmp: torch.save(tensors, tmp))
     prepared.encoder.save(out_dir / ENCODER_FILE)
@@ -127,6 +131,7 @@ def load_prepared(directory: Path | str) -> Prepared:
         epitope_names=list(meta["epitope_names"]),
         encoder=load_encoder(directory / ENCODER_FILE),
         meta=meta,
+        groups=tensors.get("groups"),
     )
 
 

@@ -20,15 +20,19 @@ from typing import Any
 import hyperopt
 import numpy as np
 import pandas as pd
+import torch
 from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Trials, hp, tpe
 from hyperopt.base import Domain
 
-from tcr_pipeline.bundle import ModelCard, load_bundle, predict_frame, save_bundle
+from tcr_pipeline.bundle import load_bundle, load_card, load_validation, predict_frame
+from tcr_pipeline.comparison import Interval, paired_bootstrap
 from tcr_pipeline.config import Dimension, EvaluateParams, SearchParams, TrainParams
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.metrics import compute_metrics, objective_value
+from tcr_pipeline.metrics import objective_value
 from tcr_pipeline.prepare import Prepared, load_prepared
+from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.store import (
+    Comparison,
     Hardware,
     Promotion,
     RegistryEntry,
@@ -38,23 +42,49 @@ from tcr_pipeline.store import (
     new_attempt_id,
     now,
 )
-from tcr_pipeline.training import TrainingError, describe_device, evaluate_model, train_model
+from tcr_pipeline.training import TrainingError
+
+BRANCH_SEPARATOR = "/"  # hyperopt labels of a branch's dimensions: "cnn/lr"
 
 
-def build_space(space: dict[str, Dimension]) -> dict[str, Any]:
-    """The hyperopt space of a ``search.space`` config."""
+def build_space(space: dict[str, Dimension], prefix: str = "") -> dict[str, Any]:
+    """The hyperopt space of a ``search.space`` config (conditional ``branches`` included).
+
+    A branch's dimensions get the label ``<branch>/<key>`` (hyperopt labels are unique); the
+    hyperparameters a trial receives are flattened back to plain keys (:func:`flatten_point`).
+    """
     out: dict[str, Any] = {}
     for name, dim in space.items():
+        label = prefix + name
         if dim.choice is not None:
-            out[name] = hp.choice(name, dim.choice)
+            out[name] = hp.choice(label, dim.choice)
         elif dim.uniform is not None:
-            out[name] = hp.uniform(name, *dim.uniform)
+            out[name] = hp.uniform(label, *dim.uniform)
         elif dim.loguniform is not None:
             low, high = dim.loguniform
-            out[name] = hp.loguniform(name, math.log(low), math.log(high))
+            out[name] = hp.loguniform(label, math.log(low), math.log(high))
         elif dim.integer is not None:
-            out[name] = hp.uniformint(name, *dim.integer)
+            out[name] = hp.uniformint(label, *dim.integer)
+        elif dim.branches is not None:
+            out[name] = hp.choice(
+                label,
+                [
+                    {name: value, **build_space(sub, f"{prefix}{value}{BRANCH_SEPARATOR}")}
+                    for value, sub in dim.branches.items()
+                ],
+            )
     return out
+
+
+def flatten_point(point: dict[str, Any]) -> dict[str, Any]:
+    """A sampled point with the chosen branches' values merged in as plain keys."""
+    flat: dict[str, Any] = {}
+    for key, value in point.items():
+        if isinstance(value, dict):
+            flat.update(flatten_point(value))
+        else:
+            flat[key] = _plain(value)
+    return flat
 
 
 def apply_hyperparams(train: TrainParams, hyperparams: dict[str, Any]) -> TrainParams:
@@ -121,7 +151,7 @@ class SearchDriver:
     def hyperparams(self, vals: dict[str, list[Any]]) -> dict[str, Any]:
         """hyperopt's raw values (choice indices …) as the actual hyperparameters."""
         point = hyperopt.space_eval(self.space, {k: v[0] for k, v in vals.items() if v})
-        return {k: _plain(v) for k, v in point.items()}
+        return flatten_point(point)
 
     def finish(self, record: TrialRecord) -> None:
         """Tell TPE a trial's result (a failed trial is excluded from its model)."""
@@ -176,22 +206,8 @@ def run_trial(
     try:
         prepared = prepared_for_worker(prepared_dir)
         train_params = apply_hyperparams(train, hyperparams)
-        result = train_model(prepared, train_params, evaluate)
-        val = evaluate_model(result.model, prepared, "val", evaluate)
-        test = evaluate_model(result.model, prepared, "test", evaluate)
-        device = describe_device(result.device)
-        card = ModelCard(
-            input_dim=int(prepared.features.shape[1]),
-            model=train_params.model,
-            train_params=train_params.model_dump(mode="json"),
-            evaluate=evaluate,
-            prepare_params=prepared.meta["params"],
-            data_sha256=prepared.data_sha256,
-            device=device,
-            history=result.history,
-            metrics={"val": val, "test": test},
-        )
-        save_bundle(store.model_dir(record), result.model, prepared.encoder, card)
+        fitted = fit_and_save(prepared, train_params, evaluate, store.model_dir(record))
+        result, val, test = fitted.result, fitted.metrics["val"], fitted.metrics["test"]
         update = {
             "status": "ok",
             "objective": objective_value(evaluate.objective, val),
@@ -199,8 +215,10 @@ def run_trial(
             "val_metrics": val,
             "test_metrics": test,
             "train_seconds": result.seconds,
+            "best_epoch": result.best_epoch,
+            "folds": train_params.folds,
             "data_sha256": prepared.data_sha256,
-            "hardware": Hardware(device=result.device, gpu=device.get("gpu")),
+            "hardware": Hardware(device=result.device, gpu=fitted.card.device.get("gpu")),
         }
     except (TrainingError, RuntimeError, ValueError, InputError) as exc:  # torch OOM is a RuntimeError
         update = {
@@ -244,13 +262,57 @@ def register_top(store: Store, run_id: str, top_k: int, objective_name: str) -> 
     return entries
 
 
-def score_on(model_dir: Path, rows: pd.DataFrame, labels: np.ndarray, evaluate: EvaluateParams) -> float:
-    """A model's objective on decoded evaluation rows (rows it cannot encode count as wrong)."""
-    bundle = load_bundle(model_dir)
-    result = predict_frame(bundle, rows)
-    scores = pd.to_numeric(result["score"], errors="coerce").fillna(0.0).to_numpy()
-    metrics = compute_metrics(labels, scores, rows["Epitope"].to_numpy(), evaluate.threshold)
-    return objective_value(evaluate.objective, metrics)
+def _scores_on(model_dir: Path, rows: pd.DataFrame) -> np.ndarray:
+    """A model's scores on decoded rows (rows it cannot score count as 0)."""
+    result = predict_frame(load_bundle(model_dir), rows)
+    return pd.to_numeric(result["score"], errors="coerce").fillna(0.0).to_numpy()
+
+
+def _validated_here(model_dir: Path, prepared: Prepared) -> tuple[torch.Tensor, np.ndarray] | None:
+    """The bundle's own validation rows and scores, if they index this very prepared data."""
+    saved = load_validation(model_dir)
+    card = load_card(model_dir)
+    same_data = card.data_sha256 == prepared.data_sha256 and card.prepare_params == prepared.meta["params"]
+    if saved is None or not same_data:
+        return None
+    return saved[0], saved[1].numpy().astype(float)
+
+
+def compare_to_current(
+    candidate_dir: Path, current_dir: Path, prepared: Prepared, resamples: int = 1000
+) -> tuple[Interval, str]:
+    """Candidate − current mean per-epitope AUC with a paired TCR bootstrap, on the same rows.
+
+    The rows are the candidate's validation rows (out-of-fold rows with ``train.folds`` > 1).
+    The current model's scores on them are its own saved validation scores when it was
+    validated on exactly these rows of the same data (a search on the same data and folds);
+    otherwise it scores the decoded rows itself — rows it may have trained on, which favours it,
+    so a candidate then has to beat it by more (said in the returned description).
+    """
+    mine = _validated_here(candidate_dir, prepared)
+    if mine is None:
+        rows = prepared.rows("val")
+        frame = prepared.encoder.decode(prepared.features[rows].numpy())
+        frame["Epitope"] = prepared.epitopes_of(rows)
+        scores_a = _scores_on(candidate_dir, frame)
+    else:
+        rows, scores_a = mine
+    order = torch.argsort(rows)
+    rows, scores_a = rows[order], scores_a[order.numpy()]
+    theirs = _validated_here(current_dir, prepared)
+    if theirs is not None and torch.equal(torch.sort(theirs[0]).values, rows):
+        scores_b = theirs[1][torch.argsort(theirs[0]).numpy()]
+        where = f"the same {len(rows)} held-out validation rows"
+    else:
+        frame = prepared.encoder.decode(prepared.features[rows].numpy())
+        frame["Epitope"] = prepared.epitopes_of(rows)
+        scores_b = _scores_on(current_dir, frame)
+        where = f"{len(rows)} validation rows (the current model may have trained on some)"
+    groups = prepared.groups[rows].numpy() if prepared.groups is not None else rows.numpy()
+    interval = paired_bootstrap(
+        prepared.labels[rows].numpy(), scores_a, scores_b, prepared.epitopes_of(rows), groups, resamples
+    )
+    return interval, where
 
 
 def promote_best(
@@ -259,46 +321,59 @@ def promote_best(
     prepared: Prepared,
     evaluate: EvaluateParams,
     force: bool = False,
+    resamples: int = 1000,
 ) -> Promotion | None:
-    """Promote the best candidate if it beats the current model on the same evaluation data.
+    """Promote the best candidate if it beats the current model beyond the noise.
 
-    Both are scored on the validation split of ``prepared``, decoded to readable rows and
-    re-encoded by each model's own encoder, so models with different encodings compare fairly.
+    The candidate with the best objective is compared with the current model by
+    :func:`compare_to_current`: the mean per-epitope ROC-AUC difference on the same rows with a
+    95 % paired bootstrap interval over TCRs. It is promoted only when the interval lies above
+    zero (or with ``force``). Every comparison is recorded in the registry, promoted or not.
     Returns the promotion, or None when the current model stays.
     """
     if not candidates:
         return None
     best = max(candidates, key=lambda e: e.objective)
-    rows_index = prepared.rows("val")
-    rows = prepared.encoder.decode(prepared.features[rows_index].numpy())
-    rows["Epitope"] = prepared.epitopes_of(rows_index)
-    labels = prepared.labels[rows_index].numpy().astype(int)
     with store.registry_lock():
         registry = store.load_registry()
         current = registry.current_entry
-        new_score = score_on(store.root / best.path, rows, labels, evaluate)
-        old_score = None
-        if current is not None and current.model_id != best.model_id:
-            old_path = store.root / current.path
-            old_score = score_on(old_path, rows, labels, evaluate) if old_path.exists() else -math.inf
         if current is not None and current.model_id == best.model_id:
             return None
-        if current is not None and not force and old_score is not None and new_score <= old_score:
-            return None
-        reason = (
-            "forced"
-            if force and current is not None and old_score is not None and new_score <= old_score
-            else "first model"
-            if current is None
-            else f"{evaluate.objective} {new_score:.4f} > {old_score:.4f} on the same validation rows"
-        )
+        interval: Interval | None = None
+        if current is None:
+            reason = "first model"
+        else:
+            old_path = store.root / current.path
+            if old_path.exists():
+                interval, where = compare_to_current(store.root / best.path, old_path, prepared, resamples)
+                verdict = "beyond noise" if interval.beyond_noise else "inside the noise"
+                reason = f"{interval} on {where}: {verdict}"
+            else:
+                reason = f"the current model's files are gone ({current.path})"
+            won = interval is None or interval.beyond_noise
+            if interval is not None:
+                registry.comparisons.append(
+                    Comparison(
+                        candidate=best.model_id,
+                        current=current.model_id,
+                        promoted=won or force,
+                        reason=reason + (" (forced)" if force and not won else ""),
+                        interval=interval.as_dict(),
+                    )
+                )
+            if not won and not force:
+                store.save_registry(registry)
+                return None
+            if not won:
+                reason = f"forced: {reason}"
         promotion = Promotion(
             model_id=best.model_id,
             replaced=current.model_id if current else None,
             reason=reason,
-            objective=new_score,
-            previous_objective=old_score,
+            objective=interval.a if interval is not None else best.objective,
+            previous_objective=interval.b if interval is not None else None,
             eval_data_sha256=prepared.data_sha256,
+            interval=interval.as_dict() if interval is not None else None,
         )
         registry.current = best.model_id
         registry.history.append(promotion)

@@ -111,6 +111,8 @@ class TrialRecord(_Record):
     seconds: float | None = None
     train_seconds: float | None = None
     data_sha256: str = ""
+    best_epoch: int | None = None  # the epoch whose weights were kept (mean over folds)
+    folds: int = 1  # >1: objective from out-of-fold scores of this many TCR-grouped folds
 
     @property
     def done(self) -> bool:
@@ -153,6 +155,18 @@ class Promotion(_Record):
     objective: float
     previous_objective: float | None = None
     eval_data_sha256: str = ""
+    interval: dict[str, Any] | None = None  # paired bootstrap vs the replaced model (comparison.py)
+
+
+class Comparison(_Record):
+    """A candidate measured against the current model: promoted or not, and why."""
+
+    candidate: str
+    current: str
+    decided: datetime = Field(default_factory=now)
+    promoted: bool
+    reason: str
+    interval: dict[str, Any]
 
 
 class Registry(_Record):
@@ -161,6 +175,7 @@ class Registry(_Record):
     models: list[RegistryEntry] = Field(default_factory=list)
     current: str | None = None
     history: list[Promotion] = Field(default_factory=list)
+    comparisons: list[Comparison] = Field(default_factory=list)  # every candidate vs current
 
     def get(self, model_id: str) -> RegistryEntry | None:
         return next((m for m in self.models if m.model_id == model_id), None)

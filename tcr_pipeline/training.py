@@ -1,5 +1,13 @@
 """Training and evaluation of a classifier on prepared tensors.
 
+Each training keeps the weights of its best epoch on its validation rows (by the objective),
+not the last. With ``train.folds = K > 1`` a model is K models: the training and validation
+splits are pooled and cut into K folds by αβ TCR (no receptor in two folds); fold k's model
+trains on the other folds and is validated (best epoch, curves) on fold k. The out-of-fold
+scores of all pooled rows give the validation metrics — K times the rows of one validation
+split, so a trial's objective is far less noisy — and the bundle predicts with the mean
+probability of the K models (:class:`tcr_pipeline.models.Ensemble`).
+
 The loop keeps the whole training split on the device and indexes batches from it: no
 DataLoader, no per-sample Python work. Class balance is equivalent to the paper's
 ``WeightedRandomSampler``: each epoch draws ``n_train`` rows with replacement, with per-row
@@ -14,12 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from tcr_pipeline.config import EvaluateParams, TrainParams
-from tcr_pipeline.metrics import compute_metrics
-from tcr_pipeline.models import build_model
+from tcr_pipeline.metrics import compute_metrics, objective_value
+from tcr_pipeline.models import Ensemble, build_model
 from tcr_pipeline.prepare import Prepared
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -38,6 +47,9 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     device: str = "cpu"
     seconds: float = 0.0
+    best_epoch: int = 0
+    val_rows: torch.Tensor | None = None  # the rows validation metrics come from
+    val_scores: torch.Tensor | None = None  # their (out-of-fold) scores
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,6 +79,16 @@ def predict_scores(model: nn.Module, features: torch.Tensor, batch_size: int = 6
     return torch.cat(out) if out else torch.empty(0)
 
 
+def validation_metrics(result: TrainResult, prepared: Prepared, params: EvaluateParams) -> dict[str, float]:
+    """Metrics of the best epoch's (out-of-fold) scores on the rows the model was validated on."""
+    if result.val_rows is None or result.val_scores is None:
+        raise ValueError("the training result holds no validation scores")
+    rows = result.val_rows
+    return compute_metrics(
+        prepared.labels[rows].numpy(), result.val_scores.numpy(), prepared.epitopes_of(rows), params.threshold
+    )
+
+
 def evaluate_model(
     model: nn.Module, prepared: Prepared, split: str, params: EvaluateParams
 ) -> dict[str, float]:
@@ -78,19 +100,75 @@ def evaluate_model(
     )
 
 
+def fold_of_rows(prepared: Prepared, rows: torch.Tensor, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold (0…folds-1) of each of ``rows``, grouped by αβ TCR; the same for the same seed."""
+    if prepared.groups is None:
+        raise ValueError("train.folds > 1 needs data prepared by this version (re-run prepare)")
+    groups = prepared.groups[rows].numpy()
+    unique, inverse = np.unique(groups, return_inverse=True)
+    if len(unique) < folds:
+        raise ValueError(f"train.folds={folds}: only {len(unique)} TCRs to split")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of_group = np.empty(len(unique), dtype=np.int64)
+    fold_of_group[order] = np.arange(len(unique)) % folds
+    return fold_of_group[inverse]
+
+
 def train_model(
     prepared: Prepared,
     params: TrainParams,
     evaluate: EvaluateParams,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train a fresh model on the training split; record train/validation curves per epoch."""
+    """Train on the training split (or K folds of train + validation, ``params.folds``).
+
+    Returns the model at its best validation epoch with per-epoch curves (the mean over folds).
+    """
+    if params.folds <= 1:
+        return train_once(prepared, params, evaluate, prepared.rows("train"), prepared.rows("val"), on_epoch)
+    started = time.perf_counter()
+    pooled = torch.cat([prepared.rows("train"), prepared.rows("val")])
+    fold = torch.from_numpy(fold_of_rows(prepared, pooled, params.folds, params.fold_seed))
+    results = []
+    for k in range(params.folds):
+        fold_params = params.model_copy(update={"seed": params.seed + k})
+        results.append(
+            train_once(prepared, fold_params, evaluate, pooled[fold != k], pooled[fold == k], None)
+        )
+    val_rows = torch.cat([r.val_rows for r in results if r.val_rows is not None])
+    val_scores = torch.cat([r.val_scores for r in results if r.val_scores is not None])
+    history = [
+        {key: float(np.mean([r.history[i][key] for r in results])) for key in results[0].history[i]}
+        for i in range(params.epochs)
+    ]
+    for record in history:
+        if on_epoch is not None:
+            on_epoch(int(record["epoch"]), record)
+    return TrainResult(
+        model=Ensemble([r.model for r in results]),
+        history=history,
+        device=results[0].device,
+        seconds=time.perf_counter() - started,
+        best_epoch=round(float(np.mean([r.best_epoch for r in results]))),
+        val_rows=val_rows,
+        val_scores=val_scores,
+    )
+
+
+def train_once(
+    prepared: Prepared,
+    params: TrainParams,
+    evaluate: EvaluateParams,
+    train_rows: torch.Tensor,
+    val_rows: torch.Tensor,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train one fresh model on ``train_rows``; curves and the best epoch on ``val_rows``."""
     started = time.perf_counter()
     device = resolve_device(params.device)
     torch.manual_seed(params.seed)
     generator = torch.Generator().manual_seed(params.seed)
 
-    train_rows, val_rows = prepared.rows("train"), prepared.rows("val")
     x_train = prepared.features[train_rows].to(device)
     y_train = prepared.labels[train_rows].to(device)
     x_val = prepared.features[val_rows].to(device)
@@ -98,11 +176,13 @@ def train_model(
     val_epitopes = prepared.epitopes_of(val_rows)
     n_train = len(train_rows)
 
-    model = build_model(prepared.features.shape[1], params.model).to(device)
+    model = build_model(prepared.features.shape[1], params.model, prepared.encoder.input_spec()).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     weights = balanced_weights(prepared.labels[train_rows]) if params.balanced else None
-    result = TrainResult(model=model, device=str(device))
+    result = TrainResult(model=model, device=str(device), val_rows=val_rows)
+    best_value = -math.inf
+    best_state: dict[str, torch.Tensor] | None = None
 
     for epoch in range(1, params.epochs + 1):
         epoch_started = time.perf_counter()
@@ -142,9 +222,15 @@ def train_model(
         }
         record.update({f"val_{k}": metrics[k] for k in CURVE_METRICS})
         result.history.append(record)
+        value = objective_value(evaluate.objective, metrics)
+        if best_state is None or value > best_value:
+            best_value, result.best_epoch, result.val_scores = value, epoch, scores
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if on_epoch is not None:
             on_epoch(epoch, record)
 
+    if best_state is not None:
+        model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -30,12 +30,11 @@ from flow_fixtures import prefect_api, workdir  # noqa: F401  (fixtures shared b
 from slurm_fixtures import slurm_node  # noqa: F401  (skips without SLURM, fails without it in CI)
 
 from tcr_pipeline import cli
-from tcr_pipeline.bundle import ModelCard, save_bundle
 from tcr_pipeline.config import DataParams, EvaluateParams, ModelParams, Params, PrepareParams, TrainParams
 from tcr_pipeline.data import COLUMNS, load_pairs, tcr_keys
 from tcr_pipeline.files import sha256_file
 from tcr_pipeline.prepare import Prepared, encode_pairs
-from tcr_pipeline.training import train_model
+from tcr_pipeline.recipe import fit_and_save
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CSV = ROOT / "data" / "raw" / "viral_pairs.csv"
@@ -112,19 +111,9 @@ def tiny_bundle(
     tmp_path_factory: pytest.TempPathFactory, small_prepared: Prepared, small_params: Params
 ) -> Path:
     """A model bundle trained in-process on the small CSV (for `predict` tests)."""
-    result = train_model(small_prepared, small_params.train, small_params.evaluate)
-    card = ModelCard(
-        input_dim=int(small_prepared.features.shape[1]),
-        model=small_params.train.model,
-        train_params=small_params.train.model_dump(mode="json"),
-        evaluate=small_params.evaluate,
-        prepare_params=small_prepared.meta["params"],
-        data_sha256=small_prepared.data_sha256,
-        history=result.history,
-    )
-    return save_bundle(
-        tmp_path_factory.mktemp("bundle") / "model", result.model, small_prepared.encoder, card
-    )
+    out = tmp_path_factory.mktemp("bundle") / "model"
+    fit_and_save(small_prepared, small_params.train, small_params.evaluate, out, splits=("val",))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,16 +236,17 @@ PIPELINES = {
         dim=123,
         model="small",
     ),
-    # the defaults (no params.yaml in the working directory): one-hot, split by TCR, medium model
+    # the defaults (no params.yaml in the working directory): aligned codes (30 + 30 + 15
+    # residues, 6 categories), split by TCR, the medium network over BLOSUM-expanded codes
     "default": PipelineSpec(
         "default",
         prepare=(),
         train=(),
         in_process=True,
-        encoding="onehot",
+        encoding="aligned",
         split="tcr",
         use_clone_id=False,
-        dim=1097,
+        dim=81,
         model="medium",
     ),
 }

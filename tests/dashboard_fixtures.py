@@ -168,10 +168,12 @@ def training_rows(search: SearchStore) -> pd.DataFrame:
 
 def drifted(stream: pd.DataFrame, seed: int) -> pd.DataFrame:
     """A third of the receptors carry a TRBV gene never seen in training, every CDR3β is two
-    residues longer (those beyond the encoder's maximum become invalid rows)."""
+    residues longer, and one in twenty 23 longer (beyond the encoder's 30-residue frame: invalid rows)."""
     stream = stream.copy()
-    stream.loc[np.random.default_rng(seed).random(len(stream)) < 0.3, "V_beta"] = UNSEEN_V_BETA
-    stream["CDR3_beta"] = stream["CDR3_beta"].str[:3] + "GS" + stream["CDR3_beta"].str[3:]
+    rng = np.random.default_rng(seed)
+    stream.loc[rng.random(len(stream)) < 0.3, "V_beta"] = UNSEEN_V_BETA
+    insert = np.where(rng.random(len(stream)) < 0.05, "GS" * 11 + "G", "GS")
+    stream["CDR3_beta"] = stream["CDR3_beta"].str[:3] + insert + stream["CDR3_beta"].str[3:]
     return stream
 
 

@@ -186,7 +186,7 @@ def test_predict_reports_bad_rows_and_scores_the_others(
     assert "Traceback" not in result.output
     scored = pd.read_csv(output, dtype=str, keep_default_na=False)
     source = pd.read_csv(path, dtype=str, keep_default_na=False)
-    assert list(scored.columns) == [*source.columns, "score", "prediction", "error"]
+    assert list(scored.columns) == [*source.columns, "score", "prediction", "warning", "error"]
     assert len(scored) == len(source)
     bad = int(row_level_bad_input.row) - 2
     for i, row in scored.iterrows():

@@ -50,6 +50,7 @@ from dashboard.prediction import Limits, TableError, parse_table
 from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import MonitorParams
 from tcr_pipeline.data import COLUMNS, load_pairs
+from tcr_pipeline.genes import normalise_gene
 from tcr_pipeline.monitoring import (
     MonitoringReport,
     alert_table,
@@ -282,6 +283,8 @@ def test_example_rows_are_decoded_test_rows(search_store: SearchStore) -> None:
     assert list(rows.columns) == list(COLUMNS)
     assert len(rows) == 10
     source = load_pairs(search_store.prepared_dir.parent / "small.csv")
+    for column in ("V_alpha", "V_beta", "J_alpha", "J_beta"):  # decoded genes are IMGT-normalised
+        source[column] = [normalise_gene(name)[0] for name in source[column]]
     keys = ["CDR3_alpha", "CDR3_beta", "V_alpha", "V_beta", "J_alpha", "J_beta", "Epitope", "MHC"]
     merged = rows.drop(columns=["clone_id"]).astype({"Label": int}).merge(source, on=[*keys, "Label"])
     assert len(merged) == 10  # every decoded row is a real row of the data, with its label
@@ -822,7 +825,7 @@ def test_the_monitoring_page_shows_status_alerts_health_and_data_versions(monito
     registry = monitored.store.load_registry()
     summary = text_of(status)
     assert "alert" in summary
-    assert "3 alert(s)" in summary
+    assert "4 alert(s)" in summary
     assert registry.current in summary
     assert f"{STREAM_ROWS:,} logged rows" in summary
     values = [o["value"] for o in options]
@@ -834,8 +837,8 @@ def test_the_monitoring_page_shows_status_alerts_health_and_data_versions(monito
     assert monitoring.choose_statistic(options, "length_ks", alert_table(reports)) == "length_ks"
     table_ = alerts.children[0]
     rows = table_.children[1].children
-    assert len(rows) == 6  # three checks crossed in each of the two drifted reports
-    assert [r.className for r in rows] == ["alert"] * 3 + [""] * 3  # the newest report's stand out
+    assert len(rows) == 8  # four checks crossed in each of the two drifted reports
+    assert [r.className for r in rows] == ["alert"] * 4 + [""] * 4  # the newest report's stand out
     alert_text = text_of(alerts)
     assert f"{UNSEEN_V_BETA}" in alert_text
     assert "V_beta unseen rate" in alert_text
@@ -898,7 +901,7 @@ def test_the_monitoring_page_over_http_refreshes_on_a_new_report(monitored: Sear
     client = DashClient(app)
     client.load()
     values = client.open_page("/monitoring")
-    assert "3 alert(s)" in json.dumps(values["monitoring-status.children"])
+    assert "4 alert(s)" in json.dumps(values["monitoring-status.children"])
     assert "V_beta unseen rate" in json.dumps(values["monitoring-alerts.children"])
     assert values["monitoring-statistic.value"] == "psi"
     assert len(values["monitoring-drift.figure"]["data"]) >= 6

@@ -263,7 +263,7 @@ def test_every_page_a_prediction_and_the_query_log(
         # Monitoring: the library's reports, the drifted stream's alerts, health, data versions
         navigate(chrome, "monitoring")
         chrome.wait_for_contains_text("#monitoring-current-status", "alert")
-        chrome.wait_for_contains_text("#monitoring-current-status", "3 alert(s)")
+        chrome.wait_for_contains_text("#monitoring-current-status", "4 alert(s)")
         chrome.wait_for_contains_text("#monitoring-alerts-table", "V_beta unseen rate")
         chrome.wait_for_contains_text("#monitoring-alerts-table", UNSEEN_V_BETA)
         chrome.wait_for_contains_text("#monitoring-alerts-table", "CDR3_beta length KS")

@@ -21,9 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tcr_pipeline.bundle import load_bundle, predict_frame
-from tcr_pipeline.config import ModelParams
-from tcr_pipeline.models import build_model
+from tcr_pipeline.bundle import ModelCard, build_card_model, load_bundle, predict_frame
 
 if TYPE_CHECKING:
     from conftest import PipelineRun
@@ -84,8 +82,7 @@ def test_weights_load_without_unpickling(pipeline: PipelineRun) -> None:
     state = torch.load(pipeline.path("model", "weights.pt"), weights_only=True)
     assert state
     assert all(isinstance(v, torch.Tensor) for v in state.values())
-    card = _card(pipeline)
-    model = build_model(card["input_dim"], ModelParams(**card["model"]))
+    model = build_card_model(ModelCard.model_validate(_card(pipeline)))
     model.load_state_dict(state)  # strict: exactly the architecture the card describes
 
 
@@ -106,7 +103,7 @@ def test_evaluate_writes_metrics_and_leaves_the_bundle_alone(pipeline: PipelineR
 def test_predict_scores_good_rows_and_reports_the_bad_one(pipeline: PipelineRun) -> None:
     source = pd.read_csv(pipeline.path("input.csv"), dtype=str, keep_default_na=False)
     scored = pd.read_csv(pipeline.path("scores.csv"), dtype=str, keep_default_na=False)
-    assert list(scored.columns) == [*source.columns, "score", "prediction", "error"]
+    assert list(scored.columns) == [*source.columns, "score", "prediction", "warning", "error"]
     pd.testing.assert_frame_equal(scored[source.columns], source)  # every input column, unchanged
     for i, row in scored.iterrows():
         if i == BAD_ROW:

@@ -20,7 +20,7 @@ import pytest
 from test_alerts import Webhook, webhook  # noqa: F401  (a real HTTP server on 127.0.0.1)
 
 from tcr_pipeline.alerts import WEBHOOK_ENV
-from tcr_pipeline.bundle import ModelCard, load_bundle, predict_frame, save_bundle
+from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import EvaluateParams, ModelParams, MonitorParams, PrepareParams, TrainParams
 from tcr_pipeline.data import TCR_COLUMNS, load_pairs, tcr_keys
 from tcr_pipeline.errors import InputError
@@ -48,9 +48,9 @@ from tcr_pipeline.monitoring import (
 )
 from tcr_pipeline.prepare import prepare_dataset
 from tcr_pipeline.querylog import QUERY_LOG_ENV, NewQuery, QueryLog, log_prediction, query_log_path
+from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.splits import split_pairs
 from tcr_pipeline.store import Registry, RegistryEntry, RunManifest, Store, TrialRecord
-from tcr_pipeline.training import train_model
 
 # ruff: noqa: F811  (webhook, imported from test_alerts, is a parameter here)
 
@@ -88,17 +88,10 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, shipped_csv: Path) -> Mo
     train = TrainParams(
         model=ModelParams(kind="small", small_widths=(32, 16)), epochs=3, batch_size=256, seed=0
     )
-    result = train_model(prepared, train.model_copy(update={"device": "cpu"}), EvaluateParams())
-    card = ModelCard(
-        input_dim=int(prepared.features.shape[1]),
-        model=train.model,
-        train_params=train.model_dump(mode="json"),
-        prepare_params=prepared.meta["params"],
-        data_sha256=prepared.data_sha256,
-    )
     store = Store(root / "store")
     record = TrialRecord(run_id="run-1", trial_id=0, attempt="host-1-abc", status="ok")
-    save_bundle(store.model_dir(record), result.model, prepared.encoder, card)
+    cpu = train.model_copy(update={"device": "cpu"})
+    fit_and_save(prepared, cpu, EvaluateParams(), store.model_dir(record), splits=("val",))
     store.write_manifest(
         RunManifest(
             run_id="run-1",
@@ -248,18 +241,21 @@ def test_the_alert_says_what_crossed_by_how_much(store: Store, monitored: Monito
     assert "<unseen>" in shift.detail  # the largest shift: the unseen bucket
 
 
-def test_longer_cdr3s_are_also_seen_as_unseen_lengths_and_invalid_rows(
-    store: Store, monitored: Monitored
-) -> None:
+def test_longer_cdr3s_are_scored_and_seen_as_unseen_lengths(store: Store, monitored: Monitored) -> None:
     log_stream(store, longer_cdr3_beta(monitored.train))
     report = monitor_store(store, MonitorParams())
     ks = report.check("input.CDR3_beta.length_ks")
     assert ks is not None
     assert ks.extra["mean_recent"] == pytest.approx(ks.extra["mean_reference"] + 2, abs=0.3)
     assert report.check("input.CDR3_alpha.length_ks").crossed is False  # type: ignore[union-attr]
-    # rows past the encoder's maximum length were invalid queries: CDR3_beta is blamed
-    assert report.health.invalid > 0
-    assert next(iter(report.health.invalid_columns)) == "CDR3_beta"
+    # the aligned encoding's 30-residue frame scores them (the old encoders refused them), but
+    # lengths the model never saw in training are counted
+    assert report.health.invalid == 0
+    unseen = report.check("input.CDR3_beta.unseen_length")
+    assert unseen is not None
+    assert unseen.value is not None
+    assert unseen.value > 0
+    assert unseen.detail.endswith(": 20, 21")  # two residues past the training data's longest
 
 
 # ---------------------------------------------------------------------------------------------

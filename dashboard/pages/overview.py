@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import dash
 from dash import Input, Output, html
 from dash.development.base_component import Component
+from torch import nn
 
 from dashboard.components import badge, fmt, key_values, metrics_table, note, progress, table
 from dashboard.data import Dashboard, RunSummary, summarize_run
-from tcr_pipeline.bundle import ModelCard
+from tcr_pipeline.bundle import ModelCard, build_card_model
 from tcr_pipeline.config import ModelParams
-from tcr_pipeline.models import build_model
 from tcr_pipeline.store import Registry, RegistryEntry
 
 PATH = "/"
@@ -76,16 +77,26 @@ def runs_table(summaries: list[RunSummary]) -> Component:
 
 def architecture(card: ModelCard) -> str:
     """The network in one line: kind, layer widths and parameter count."""
-    return _architecture(card.input_dim, card.model)
+    spec = json.dumps(card.input_spec, sort_keys=True) if card.input_spec else ""
+    return _architecture(card.input_dim, card.model, spec, card.members)
 
 
 @functools.lru_cache(maxsize=32)
-def _architecture(input_dim: int, params: ModelParams) -> str:
-    model = build_model(input_dim, params)
-    widths = [m.out_features for m in model if hasattr(m, "out_features")]
+def _architecture(input_dim: int, params: ModelParams, spec: str, members: int) -> str:
+    card = ModelCard(
+        input_dim=input_dim,
+        model=params,
+        train_params={},
+        data_sha256="",
+        input_spec=json.loads(spec) if spec else None,
+        members=members,
+    )
+    model = build_card_model(card)
+    widths = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
     parameters = sum(p.numel() for p in model.parameters())
-    shown = " → ".join(str(w) for w in [input_dim, *widths])
-    return f"{params.kind}: {len(widths)} linear layers, {shown} ({parameters:,} parameters)"
+    shown = " → ".join(str(w) for w in [card.input_dim, *widths])
+    members_note = f", mean of {members} fold models" if members > 1 else ""
+    return f"{params.kind}: {len(widths)} linear layers, {shown} ({parameters:,} parameters{members_note})"
 
 
 def best_model_card(registry: Registry, card: ModelCard | None) -> Component:

@@ -1,0 +1,71 @@
+"""The training recipe — train → evaluate → model card → bundle — used by the CLI and the search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tcr_pipeline.bundle import ModelCard, save_bundle
+from tcr_pipeline.config import EvaluateParams, TrainParams
+from tcr_pipeline.models import Ensemble
+from tcr_pipeline.prepare import Prepared
+from tcr_pipeline.training import (
+    EpochCallback,
+    TrainResult,
+    describe_device,
+    evaluate_model,
+    train_model,
+    validation_metrics,
+)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained and saved model: the training result, its card and its metrics per split."""
+
+    result: TrainResult
+    card: ModelCard
+    metrics: dict[str, dict[str, float]]
+
+
+def fit_and_save(
+    prepared: Prepared,
+    train: TrainParams,
+    evaluate: EvaluateParams,
+    out_dir: Path | str,
+    on_epoch: EpochCallback | None = None,
+    splits: tuple[str, ...] = ("val", "test"),
+) -> Fitted:
+    """Train on ``prepared``, measure it on ``splits`` and save the bundle in ``out_dir``.
+
+    ``val`` metrics are those of the best epoch's (out-of-fold, with ``train.folds`` > 1) scores;
+    other splits are scored by the saved model. The validation scores are kept in the bundle so
+    promotion can compare two models on the same rows.
+    """
+    result = train_model(prepared, train, evaluate, on_epoch)
+    metrics = {
+        split: validation_metrics(result, prepared, evaluate)
+        if split == "val"
+        else evaluate_model(result.model, prepared, split, evaluate)
+        for split in splits
+    }
+    model = result.model
+    card = ModelCard(
+        input_dim=int(prepared.features.shape[1]),
+        model=train.model,
+        train_params=train.model_dump(mode="json"),
+        evaluate=evaluate,
+        prepare_params=prepared.meta["params"],
+        data_sha256=prepared.data_sha256,
+        device=describe_device(result.device),
+        history=result.history,
+        metrics=metrics,
+        input_spec=prepared.encoder.input_spec(),
+        members=len(model.members) if isinstance(model, Ensemble) else 1,
+        best_epoch=result.best_epoch,
+    )
+    validation = None
+    if result.val_rows is not None and result.val_scores is not None:
+        validation = (result.val_rows, result.val_scores)
+    save_bundle(out_dir, model, prepared.encoder, card, validation)
+    return Fitted(result, card, metrics)

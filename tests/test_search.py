@@ -1,0 +1,207 @@
+"""The search library: conditional spaces, the TPE driver's seeding and resume, trials, promotion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tcr_pipeline.bundle import ModelCard, load_bundle, predict_frame, save_bundle
+from tcr_pipeline.config import (
+    Dimension,
+    EvaluateParams,
+    ModelParams,
+    PrepareParams,
+    SearchParams,
+    TrainParams,
+)
+from tcr_pipeline.data import load_pairs
+from tcr_pipeline.files import sha256_file
+from tcr_pipeline.models import build_model
+from tcr_pipeline.prepare import Prepared, encode_pairs
+from tcr_pipeline.search import SearchDriver, flatten_point, promote_best, register_top, run_trial
+from tcr_pipeline.store import RunManifest, Store, TrialRecord
+
+SPACE = {
+    "model.kind": Dimension(
+        branches={
+            "kmer": {
+                "lr": Dimension(loguniform=(1e-3, 0.05)),
+                "model.head": Dimension(choice=["softmax", "sigmoid"]),
+            },
+            "cnn": {"lr": Dimension(loguniform=(1e-4, 0.01)), "model.cnn_filters": Dimension(choice=[4, 8])},
+        }
+    ),
+    "epochs": Dimension(integer=(2, 4)),
+}
+EVALUATE = EvaluateParams(objective="mean_epitope_auc")
+
+
+@pytest.fixture(scope="module")
+def aligned(small_csv: Path) -> Prepared:
+    return encode_pairs(load_pairs(small_csv), PrepareParams(encoding="aligned"), sha256_file(small_csv))
+
+
+def _finish(driver: SearchDriver, trial_id: int, vals: dict, params: dict, objective: float) -> TrialRecord:  # type: ignore[type-arg]
+    record = TrialRecord(
+        run_id="r", trial_id=trial_id, attempt="a", status="ok", objective=objective, params=params,
+        hyperopt_vals=vals,
+    )  # fmt: skip
+    driver.finish(record)
+    return record
+
+
+def test_a_conditional_space_gives_each_kind_its_own_hyperparameters() -> None:
+    driver = SearchDriver(SearchParams(space=SPACE, n_startup=3, seed=1))
+    kinds = set()
+    for _ in range(8):
+        trial_id, vals, params = driver.suggest()
+        kinds.add(params["model.kind"])
+        expected = {"kmer": {"lr", "model.head"}, "cnn": {"lr", "model.cnn_filters"}}[params["model.kind"]]
+        assert set(params) == {"model.kind", "epochs", *expected}
+        inactive = "cnn" if params["model.kind"] == "kmer" else "kmer"
+        assert all(not v for k, v in vals.items() if k.startswith(f"{inactive}/"))
+        _finish(driver, trial_id, vals, params, float(np.random.default_rng(trial_id).random()))
+    assert kinds == {"kmer", "cnn"}
+    assert flatten_point({"a": {"a": "x", "b": np.float64(1.5)}, "c": 2}) == {"a": "x", "b": 1.5, "c": 2}
+
+
+def test_the_same_seed_suggests_the_same_trials_and_another_seed_does_not() -> None:
+    def first_points(seed: int) -> list[dict]:  # type: ignore[type-arg]
+        driver = SearchDriver(SearchParams(space=SPACE, n_startup=3, seed=seed))
+        points = []
+        for _ in range(5):  # startup trials, then TPE
+            trial_id, vals, params = driver.suggest()
+            _finish(driver, trial_id, vals, params, 0.1 * trial_id)
+            points.append(params)
+        return points
+
+    assert first_points(7) == first_points(7)
+    assert first_points(7) != first_points(8)
+
+
+def test_a_driver_rebuilt_from_the_store_continues_like_the_original() -> None:
+    """Resume: TPE state is rebuilt from trial records (finished and interrupted) alone."""
+    params = SearchParams(space=SPACE, n_startup=2, seed=3)
+    original = SearchDriver(params)
+    records = []
+    for i in range(5):
+        trial_id, vals, hyper = original.suggest()
+        records.append(_finish(original, trial_id, vals, hyper, [0.3, 0.9, 0.5, 0.7, 0.6][i]))
+    trial_id, vals, hyper = original.suggest()  # in flight when the process died
+    records.append(TrialRecord(run_id="r", trial_id=trial_id, attempt="b", params=hyper, hyperopt_vals=vals))
+    rebuilt = SearchDriver(params)
+    for record in records:
+        rebuilt.restore(record)
+    assert rebuilt.next_trial_id == original.next_trial_id == 6
+    assert rebuilt.suggest() == original.suggest()
+    losses = sorted(t["result"].get("loss", np.inf) for t in rebuilt.trials.trials if t["result"])
+    assert losses[:5] == pytest.approx([-0.9, -0.7, -0.6, -0.5, -0.3])
+
+
+def _bundle(root: Path, name: str, prepared: Prepared, scores: np.ndarray, rows: torch.Tensor) -> Path:
+    """A bundle with given validation scores (its weights are an untrained k-mer model)."""
+    params = ModelParams(kind="kmer")
+    model = build_model(prepared.features.shape[1], params, prepared.encoder.input_spec())
+    card = ModelCard(
+        input_dim=int(prepared.features.shape[1]), model=params, train_params={},
+        prepare_params=prepared.meta["params"], data_sha256=prepared.data_sha256,
+        input_spec=prepared.encoder.input_spec(),
+    )  # fmt: skip
+    return save_bundle(root / name, model, prepared.encoder, card, (rows, torch.from_numpy(scores).float()))
+
+
+def test_promotion_needs_a_win_beyond_the_noise(tmp_path: Path, aligned: Prepared) -> None:
+    store = Store(tmp_path / "store")
+    rows = torch.arange(len(aligned.labels))  # validation rows of all 40 TCRs (say, out of fold)
+    labels = aligned.labels[rows].numpy()
+    rng = np.random.default_rng(0)
+    weak = rng.random(len(rows)) + 0.3 * labels
+    runs = {
+        "first": weak,
+        "tie": weak + 0.3 * labels * np.where(rng.random(len(rows)) < 0.5, 1, -1),  # better on half
+        "better": labels + 0.01 * rng.random(len(rows)),
+    }
+    entries = {}
+    for run, scores in runs.items():
+        store.write_manifest(RunManifest(run_id=run, max_evals=1, parallelism=1))
+        record = TrialRecord(run_id=run, trial_id=0, attempt="a", status="ok", objective=0.5)
+        store.write_trial(record)
+        _bundle(store.model_dir(record).parent, store.model_dir(record).name, aligned, scores, rows)
+        entries[run] = register_top(store, run, 1, "mean_epitope_auc")
+    assert promote_best(store, entries["first"], aligned, EVALUATE).reason == "first model"  # type: ignore[union-attr]
+
+    assert promote_best(store, entries["tie"], aligned, EVALUATE) is None  # inside the noise: kept
+    registry = store.load_registry()
+    assert registry.current == entries["first"][0].model_id
+    refused = registry.comparisons[-1]
+    assert not refused.promoted
+    assert refused.interval["low"] < 0 < refused.interval["high"]
+    assert refused.interval["resamples"] >= 1000
+    assert "inside the noise" in refused.reason
+
+    promotion = promote_best(store, entries["better"], aligned, EVALUATE)
+    assert promotion is not None
+    assert promotion.interval is not None
+    assert promotion.interval["low"] > 0
+    assert "the same" in promotion.reason  # compared on the same held-out rows
+    assert store.load_registry().current == entries["better"][0].model_id
+
+    forced = promote_best(store, entries["tie"], aligned, EVALUATE, force=True)
+    assert forced is not None
+    assert forced.reason.startswith("forced: ")
+
+
+def test_a_kmer_trial_is_recorded_promoted_and_served(
+    tmp_path: Path, aligned: Prepared, small_csv: Path
+) -> None:
+    """The baseline-equivalent linear model is a candidate: trained, registered, promoted, served."""
+    from tcr_pipeline.prepare import prepare_dataset
+
+    prepared_dir = tmp_path / "prepared"
+    prepare_dataset(small_csv, PrepareParams(encoding="aligned"), prepared_dir)
+    store = Store(tmp_path / "store")
+    store.write_manifest(RunManifest(run_id="k", max_evals=1, parallelism=1))
+    train = TrainParams(model=ModelParams(kind="kmer"), epochs=3, batch_size=64, device="cpu", folds=2)
+    hyper = {"model.kind": "kmer", "model.head": "sigmoid", "lr": 0.02}
+    record = run_trial(store, "k", 0, {}, hyper, prepared_dir, train, EVALUATE)
+    assert record.status == "ok", record.error
+    assert record.folds == 2
+    assert record.best_epoch is not None
+    entries = register_top(store, "k", 1, EVALUATE.objective)
+    assert promote_best(store, entries, aligned, EVALUATE) is not None
+    bundle = load_bundle(store.resolve_model("best"))
+    assert bundle.card.members == 2
+    frame = load_pairs(small_csv).head(3)
+    frame.loc[1, "CDR3_beta"] = "CASS" + "LGQ" * 7 + "F"  # 26 residues: scored
+    frame.loc[2, "Epitope"] = "SIINFEKLV"  # no training data: refused
+    out = predict_frame(bundle, frame)
+    assert out["error"].iloc[0] == out["error"].iloc[1] == ""
+    assert float(out["score"].iloc[1]) >= 0
+    assert "has no training data" in out["error"].iloc[2]
+    assert out["score"].iloc[2] == ""
+    assert "never seen" in out["warning"].iloc[1]  # residues at frame positions never seen
+
+
+def test_an_old_bundle_still_loads_and_predicts(
+    tmp_path: Path, small_prepared: Prepared, small_csv: Path
+) -> None:
+    """A bundle written before input_spec/members existed (one-hot encoding, paper network)."""
+    params = ModelParams(kind="small", small_widths=(8, 4))
+    model = build_model(small_prepared.features.shape[1], params)
+    card = ModelCard(
+        input_dim=int(small_prepared.features.shape[1]), model=params, train_params={}, data_sha256="x"
+    )
+    path = save_bundle(tmp_path / "old", model, small_prepared.encoder, card)
+    raw = (path / "card.json").read_text()
+    for field in ('"input_spec"', '"members"', '"best_epoch"'):
+        assert field in raw
+    old = pd.read_json(path / "card.json", typ="series").drop(["input_spec", "members", "best_epoch"])
+    (path / "card.json").write_text(old.to_json())
+    bundle = load_bundle(path)
+    out = predict_frame(bundle, load_pairs(small_csv).head(4))
+    assert (out["error"] == "").all()
+    assert (out["warning"] == "").all()
