@@ -150,14 +150,15 @@ def train(
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("train", total=params.train.epochs, info="")
+        task = progress.add_task("train", total=params.train.epochs * params.train.folds, info="")
 
-        def on_epoch(epoch: int, record: dict[str, float]) -> None:
+        def on_epoch(step: int, record: dict[str, float]) -> None:
+            fold = f"fold {int(record['fold'])}/{params.train.folds} " if "fold" in record else ""
             info = (
-                f"loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f} "
-                f"val_auc {record['val_roc_auc']:.3f}"
+                f"{fold}loss {record['train_loss']:.4f} val_loss {record['val_loss']:.4f} "
+                f"val_epitope_auc {record['val_mean_epitope_auc']:.3f}"
             )
-            progress.update(task, completed=epoch, info=info)
+            progress.update(task, completed=step, info=info)
 
         fitted = fit_and_save(prepared, params.train, params.evaluate, out_dir, on_epoch, splits=("val",))
     result, val = fitted.result, fitted.metrics["val"]

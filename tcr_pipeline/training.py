@@ -123,6 +123,8 @@ def train_model(
     """Train on the training split (or K folds of train + validation, ``params.folds``).
 
     Returns the model at its best validation epoch with per-epoch curves (the mean over folds).
+    ``on_epoch(step, record)`` is called after every epoch of every fold: ``step`` counts epochs
+    across folds (1 … folds × epochs) and ``record`` names its ``fold``.
     """
     if params.folds <= 1:
         return train_once(prepared, params, evaluate, prepared.rows("train"), prepared.rows("val"), on_epoch)
@@ -132,8 +134,16 @@ def train_model(
     results = []
     for k in range(params.folds):
         fold_params = params.model_copy(update={"seed": params.seed + k})
+        report = None
+        if on_epoch is not None:
+
+            def report(
+                epoch: int, record: dict[str, float], k: int = k, callback: EpochCallback = on_epoch
+            ) -> None:
+                callback(k * params.epochs + epoch, {**record, "fold": k + 1})
+
         results.append(
-            train_once(prepared, fold_params, evaluate, pooled[fold != k], pooled[fold == k], None)
+            train_once(prepared, fold_params, evaluate, pooled[fold != k], pooled[fold == k], report)
         )
     val_rows = torch.cat([r.val_rows for r in results if r.val_rows is not None])
     val_scores = torch.cat([r.val_scores for r in results if r.val_scores is not None])
@@ -141,9 +151,6 @@ def train_model(
         {key: float(np.mean([r.history[i][key] for r in results])) for key in results[0].history[i]}
         for i in range(params.epochs)
     ]
-    for record in history:
-        if on_epoch is not None:
-            on_epoch(int(record["epoch"]), record)
     return TrainResult(
         model=Ensemble([r.model for r in results]),
         history=history,
