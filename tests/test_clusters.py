@@ -180,7 +180,7 @@ def test_slurm_gpu_job_script() -> None:
         "#SBATCH -p gpu",
         "#SBATCH -A my-lab",
         "#SBATCH --cpus-per-task=8",
-        "#SBATCH --mem=64G",
+        "#SBATCH --mem=8G",
         "#SBATCH -t 01:00:00",
         "#SBATCH --gres=gpu:1",
         "module load python/3.11 cuda/12.4",
