@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
 from prefect_dask import DaskTaskRunner
 
-from tcr_pipeline.clusters import load_profile, task_runner_kwargs
+from tcr_pipeline.clusters import (
+    ClusterProfile,
+    cap_parallelism,
+    check_api_url,
+    load_profile,
+    task_runner_kwargs,
+)
 
 
 def share_api_url() -> None:
@@ -32,13 +41,35 @@ def share_api_url() -> None:
         os.environ["PREFECT_API_URL"] = url
 
 
-def make_task_runner(
-    cluster: str, parallelism: int, overrides: dict[str, Any] | None = None
-) -> DaskTaskRunner:
-    """A ``DaskTaskRunner`` for profile ``cluster`` sized for ``parallelism`` trials in flight."""
+def check_cluster(cluster: str, overrides: dict[str, Any] | None = None) -> ClusterProfile:
+    """Profile ``cluster``, refused (InputError) when its workers could not reach this process's
+    Prefect API: a loopback URL for workers on other nodes. Starts no server, submits nothing."""
     share_api_url()  # first: a SLURM profile exports PREFECT_API_URL into its job scripts
     profile = load_profile(cluster, overrides)
-    kwargs = task_runner_kwargs(profile)
+    check_api_url(profile, os.environ.get("PREFECT_API_URL"))
+    return profile
+
+
+def plan_parallelism(cluster: str, parallelism: int, overrides: dict[str, Any] | None = None) -> int:
+    """Trials in flight on profile ``cluster``: ``parallelism`` capped by the profile's maximum
+    (with a warning), after :func:`check_cluster`."""
+    capped, warning = cap_parallelism(check_cluster(cluster, overrides), parallelism)
+    if warning:
+        try:
+            get_run_logger().warning(warning)
+        except MissingContextError:
+            print(f"warning: {warning}", file=sys.stderr)
+    return capped
+
+
+def make_task_runner(
+    cluster: str, parallelism: int, overrides: dict[str, Any] | None = None, run_id: str | None = None
+) -> DaskTaskRunner:
+    """A ``DaskTaskRunner`` for profile ``cluster`` sized for ``parallelism`` trials in flight
+    (at most the profile's maximum); SLURM jobs carry ``run_id`` in their name and comment."""
+    profile = check_cluster(cluster, overrides)
+    parallelism, _ = cap_parallelism(profile, parallelism)
+    kwargs = task_runner_kwargs(profile, run_id=run_id)
     # a free port for the Dask dashboard unless the profile names one (Prefect logs its URL)
     cluster_kwargs = kwargs["cluster_kwargs"]
     if profile.kind == "local":

@@ -16,17 +16,20 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
-from flows.runner import make_task_runner
+from flows.runner import make_task_runner, plan_parallelism
 from tcr_pipeline.baseline import evaluate_baseline
 from tcr_pipeline.config import EvaluateParams, Params, PrepareParams, SearchParams, TrainParams, load_params
 from tcr_pipeline.data import load_pairs
+from tcr_pipeline.errors import InfrastructureError
 from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.provenance import dvc_md5, git_state, gpu_name, package_versions
 from tcr_pipeline.search import SearchDriver, promote_best, register_top, run_trial
 from tcr_pipeline.splits import split_pairs
-from tcr_pipeline.store import RunManifest, Store, TrialRecord, new_attempt_id, new_run_id, now
+from tcr_pipeline.store import RunManifest, Store, TrialRecord, new_run_id, now
 
 INFRA_RETRIES = 2  # resubmissions of a trial whose worker died
+# infrastructure failures in a row, per trial in flight, after which the search stops
+INFRA_FAILURES_PER_SLOT = 3
 
 
 def _worker_device() -> str:
@@ -100,32 +103,6 @@ def promote_task(
     }
 
 
-def _record_failure(
-    store: Store,
-    run_id: str,
-    trial_id: int,
-    vals: dict[str, list[Any]],
-    hyperparams: dict[str, Any],
-    error: str,
-) -> TrialRecord:
-    """A failed record for a trial whose attempts all died with their workers."""
-    finished = store.finished_trial(run_id, trial_id)
-    if finished is not None:
-        return finished
-    record = TrialRecord(
-        run_id=run_id,
-        trial_id=trial_id,
-        attempt=new_attempt_id(),
-        status="failed",
-        params=hyperparams,
-        hyperopt_vals=vals,
-        error=error,
-        finished=now(),
-    )
-    store.write_trial(record)
-    return record
-
-
 @task(name="baseline", cache_policy=NO_CACHE)
 def baseline_task(store_root: str, run_id: str, raw: str, prepare: dict[str, Any], threshold: float) -> float:
     """The k-mer logistic-regression baseline on the run's own split; returns its test mean epitope AUC."""
@@ -158,6 +135,7 @@ def search_trials(
         (r.objective for r in existing if r.status == "ok" and r.objective is not None), default=-math.inf
     )
     pending: dict[PrefectFuture[dict[str, Any]], tuple[int, dict[str, list[Any]], dict[str, Any], int]] = {}
+    infra_failures = 0  # in a row; a finished trial (ok or failed) resets it
 
     def submit(
         trial_id: int, vals: dict[str, list[Any]], hyperparams: dict[str, Any], tries: int = 0
@@ -183,11 +161,18 @@ def search_trials(
         try:
             record = TrialRecord.model_validate(future.result())
         except Exception as exc:  # the worker died or the task crashed: infrastructure, not the trial
-            if tries < INFRA_RETRIES:
-                logger.warning("trial %d: %s; running it again", trial_id, exc)
-                submit(trial_id, vals, hyperparams, tries + 1)
-                continue
-            record = _record_failure(store, run_id, trial_id, vals, hyperparams, f"infrastructure: {exc}")
+            # never a finished trial: run it again, or stop the search (resumable) with the reason
+            infra_failures += 1
+            if tries >= INFRA_RETRIES or infra_failures >= INFRA_FAILURES_PER_SLOT * settings.parallelism:
+                raise InfrastructureError(
+                    f"search stopped: {infra_failures} infrastructure failure(s) in a row, trial "
+                    f"{trial_id} lost {tries + 1} time(s) (workers dying, or unable to reach the "
+                    f"Prefect API); last: {type(exc).__name__}: {str(exc)[:300]}"
+                ) from exc
+            logger.warning("trial %d: %s; running it again", trial_id, exc)
+            submit(trial_id, vals, hyperparams, tries + 1)
+            continue
+        infra_failures = 0
         driver.finish(record)
         finished += 1
         if record.status == "ok" and record.objective is not None:
@@ -238,6 +223,12 @@ def search_flow(
             "evaluate.objective": objective,
         },
     )
+    # before anything is written or submitted: a profile whose workers cannot reach the Prefect
+    # API is refused, and the trials in flight are at most what the profile allows
+    parallelism = plan_parallelism(params.search.cluster, params.search.parallelism, cluster_overrides)
+    params = params.model_copy(
+        update={"search": params.search.model_copy(update={"parallelism": parallelism})}
+    )
     result_store = Store.from_env(store)
     run_id = run_id or new_run_id()
     prepared = load_prepared(prepared_dir)
@@ -283,7 +274,7 @@ def search_flow(
             prepared.meta["params"],
             params.evaluate.threshold,
         )
-    runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides)
+    runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides, run_id)
     try:
         summary = search_trials.with_options(task_runner=runner)(  # type: ignore[arg-type]
             str(result_store.root),

@@ -20,7 +20,7 @@ from rich.table import Table
 from tcr_pipeline.bundle import CARD_FILE, load_bundle, load_card, predict_file
 from tcr_pipeline.config import Params, load_params
 from tcr_pipeline.data import validate_file
-from tcr_pipeline.errors import InputError
+from tcr_pipeline.errors import InfrastructureError, InputError
 from tcr_pipeline.files import write_json_atomic, write_text_atomic
 from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
 from tcr_pipeline.metrics import always_negative
@@ -277,10 +277,12 @@ def search(
     force: ForceOption = False,
 ) -> None:
     """Hyperparameter search (hyperopt TPE) as a Prefect flow on a Dask cluster; resumable by --run-id."""
+    from flows.runner import check_cluster
     from flows.search import search_flow
 
     # read (and check) the configuration here, before a Prefect server starts
     params = _params(params_file, {"search.max_evals": max_evals, "evaluate.objective": objective})
+    check_cluster(cluster or params.search.cluster)  # workers on other nodes need a reachable API
     result_store = Store.from_env(store)
     run_id = run_id or new_run_id()
     with _search_progress(result_store, run_id, params.search.max_evals):
@@ -316,9 +318,11 @@ def pipeline(
 ) -> None:
     """The whole `tcr-pipeline` flow: prepare → search → promote."""
     from flows.pipeline import pipeline_flow
+    from flows.runner import check_cluster
 
     # read (and check) the configuration here, before a Prefect server starts
     params = _params(params_file, {"search.max_evals": max_evals, "evaluate.objective": objective})
+    check_cluster(cluster or params.search.cluster)  # workers on other nodes need a reachable API
     result_store = Store.from_env(store)
     run_id = run_id or new_run_id()
     with _search_progress(result_store, run_id, params.search.max_evals):
@@ -607,6 +611,9 @@ def main() -> None:
     except InputError as exc:
         console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except InfrastructureError as exc:  # the cluster failed, not the input
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
     except RuntimeError as exc:
         if "Prefect API" not in str(exc):
             raise

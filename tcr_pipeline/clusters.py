@@ -13,12 +13,15 @@ shipped default. The caller merges the first two into ``overrides``.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
+import re
 import shlex
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -88,6 +91,9 @@ class ClusterProfile(BaseModel):
     adapt: AdaptParams | None = None
     # environment variables copied into each SLURM job script, when set in the submitting process
     export_env: tuple[str, ...] = DEFAULT_EXPORT_ENV
+    # the workers run on the submitting host (a local cluster, a single-node SLURM), so they reach
+    # a Prefect API on the loopback interface; on a real cluster they do not
+    same_host: bool = False
     source: Path | None = None  # the YAML file it was read from
 
     @model_validator(mode="after")
@@ -104,6 +110,66 @@ class ClusterProfile(BaseModel):
     def cluster_class(self) -> str:
         """Qualified name of the Dask cluster class."""
         return CLUSTER_CLASSES[self.kind]
+
+    @property
+    def on_this_host(self) -> bool:
+        """Whether every worker runs on the submitting host (a local cluster, or ``same_host``)."""
+        return self.kind == "local" or self.same_host
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def check_api_url(profile: ClusterProfile, api_url: str | None) -> None:
+    """Refuse a Prefect API that the profile's workers cannot reach, before any job is submitted.
+
+    SLURM workers of a profile that is not ``same_host`` run on other nodes: a loopback URL (the
+    temporary server Prefect starts without ``PREFECT_API_URL``, or a server bound to 127.0.0.1)
+    would be written into their job scripts, and every trial would fail there.
+    """
+    if profile.on_this_host:
+        return
+    if not api_url:
+        raise InputError(
+            f"cluster profile {profile.name!r} runs workers on other nodes, and PREFECT_API_URL is not "
+            "set: start a Prefect server the compute nodes reach and set PREFECT_API_URL "
+            "(slurm/README.md), or set `same_host: true` in a profile whose jobs run on this host"
+        )
+    if _is_loopback(api_url):
+        raise InputError(
+            f"cluster profile {profile.name!r} runs workers on other nodes, but the Prefect API "
+            f"{api_url} is a loopback address they cannot reach: set PREFECT_API_URL to an address "
+            "of this host the compute nodes reach (slurm/README.md), or set `same_host: true` in a "
+            "profile whose jobs run on this host"
+        )
+
+
+def cap_parallelism(profile: ClusterProfile, parallelism: int) -> tuple[int, str | None]:
+    """Trials in flight: ``parallelism``, at most the profile's ``adapt.maximum`` workers.
+
+    Returns the value to use and, when it was capped, a one-line warning saying so. A profile
+    without ``adapt`` (the local one) has no cap: its workers are started for ``parallelism``.
+    """
+    if profile.adapt is None or parallelism <= profile.adapt.maximum:
+        return parallelism, None
+    maximum = profile.adapt.maximum
+    return maximum, (
+        f"parallelism {parallelism} is above the {maximum} workers cluster profile {profile.name!r} "
+        f"allows at most (adapt.maximum): {maximum} trials in flight"
+    )
+
+
+def job_label(run_id: str) -> str:
+    """The run id as it may appear in a SLURM job name: letters, digits, ``.``, ``_``, ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:64]
 
 
 def _search_dirs() -> list[Path]:
@@ -179,15 +245,24 @@ def _job_environment(profile: ClusterProfile, environ: Mapping[str, str]) -> lis
     return [f"export {key}={shlex.quote(environ[key])}" for key in profile.export_env if environ.get(key)]
 
 
-def task_runner_kwargs(profile: ClusterProfile, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def task_runner_kwargs(
+    profile: ClusterProfile, environ: Mapping[str, str] | None = None, run_id: str | None = None
+) -> dict[str, Any]:
     """Keyword arguments of ``prefect_dask.DaskTaskRunner`` for ``profile``.
 
     For a slurm profile, ``export`` lines for ``profile.export_env`` (``PREFECT_API_URL``,
     ``TCR_STORE``) are appended to ``job_script_prologue``, read from ``environ`` (default:
-    ``os.environ``) now, in the process that will submit the jobs.
+    ``os.environ``) now, in the process that will submit the jobs. With ``run_id`` each job
+    carries it in its name (``tcr-worker-RUN``, what ``squeue`` shows) and in ``--comment``
+    (``squeue -o %k``, ``sacct -o Comment``), so everyone sees whose search a job belongs to.
     """
     cluster_kwargs = copy.deepcopy(profile.cluster_kwargs)
     adapt_kwargs: dict[str, Any] | None = None
+    if profile.kind == "slurm" and run_id:
+        label = job_label(run_id)
+        cluster_kwargs["job_name"] = f"{cluster_kwargs.get('job_name') or 'dask-worker'}-{label}"
+        directives = cluster_kwargs.get("job_extra_directives") or []
+        cluster_kwargs["job_extra_directives"] = [*directives, f"--comment=tcr-pipeline-run:{label}"]
     if profile.kind == "slurm":
         exports = _job_environment(profile, os.environ if environ is None else environ)
         if exports:
@@ -206,7 +281,9 @@ def task_runner_kwargs(profile: ClusterProfile, environ: Mapping[str, str] | Non
     }
 
 
-def render_job_script(profile: ClusterProfile, environ: Mapping[str, str] | None = None) -> str:
+def render_job_script(
+    profile: ClusterProfile, environ: Mapping[str, str] | None = None, run_id: str | None = None
+) -> str:
     """The job script dask-jobqueue submits for ``profile``, as ``SLURMCluster.job_script()`` shows it.
 
     Built from ``SLURMJob`` alone: no scheduler starts, no job is submitted, and neither SLURM nor
@@ -218,7 +295,7 @@ def render_job_script(profile: ClusterProfile, environ: Mapping[str, str] | None
         raise InputError(f"profile {profile.name!r} is a {profile.kind} cluster: it submits no job script")
     from dask_jobqueue.slurm import SLURMJob  # the library stays importable without Dask
 
-    cluster_kwargs = task_runner_kwargs(profile, environ)["cluster_kwargs"]
+    cluster_kwargs = task_runner_kwargs(profile, environ, run_id)["cluster_kwargs"]
     job_kwargs = {key: value for key, value in cluster_kwargs.items() if key not in _CLUSTER_ONLY_KWARGS}
     if job_kwargs.get("protocol") is None and cluster_kwargs.get("security"):
         job_kwargs["protocol"] = "tls://"  # as SLURMCluster does; the TLS file arguments are left out

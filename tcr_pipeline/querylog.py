@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tcr_pipeline.files import make_dirs, share_file_with_group
+
 if TYPE_CHECKING:  # only the frame's methods are used: importing pandas would slow a small process
     import pandas as pd
 
@@ -96,12 +98,13 @@ class QueryLog:
         # A connection per call: sqlite3 connections must not cross threads, and opening one
         # costs microseconds next to the fsync of a commit.
         if not self._ready:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.path.parent)
         connection = sqlite3.connect(self.path, timeout=30.0)
         try:
             if not self._ready:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.executescript(_SCHEMA)
+                share_file_with_group(self.path)  # SQLite gives its -wal and -shm the same mode
                 self._ready = True
             connection.execute("PRAGMA synchronous=FULL")
             yield connection

@@ -33,9 +33,10 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.files import write_text_atomic
+from tcr_pipeline.files import make_dirs, share_file_with_group, share_with_group, write_text_atomic
 
 STORE_ENV = "TCR_STORE"
+STORE_GROUP_ENV = "TCR_STORE_GROUP"  # a Unix group to share the store with (docs/store.md)
 MANIFEST_FILE = "manifest.json"
 TRIAL_FILE = "trial.json"
 REGISTRY_FILE = "registry.json"
@@ -203,8 +204,19 @@ def new_run_id() -> str:
 class Store:
     """Typed access to a result store directory; the only code that reads or writes it."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, group: str | None = None) -> None:
         self.root = Path(root)
+        self.group = group or os.environ.get(STORE_GROUP_ENV) or None
+        self._prepared = False
+
+    def _prepare(self) -> None:
+        """Before the first write: create the store, shared with ``group`` when one is set."""
+        if not self._prepared:
+            if self.group:
+                share_with_group(self.root, self.group)
+            else:
+                make_dirs(self.root)
+            self._prepared = True
 
     @classmethod
     def from_env(cls, root: Path | str | None = None) -> Store:
@@ -216,6 +228,7 @@ class Store:
         return self.root / "runs" / run_id
 
     def write_manifest(self, manifest: RunManifest) -> None:
+        self._prepare()
         _write_record(self.run_dir(manifest.run_id) / MANIFEST_FILE, manifest)
 
     def load_manifest(self, run_id: str) -> RunManifest | None:
@@ -231,6 +244,7 @@ class Store:
 
     def write_baseline(self, run_id: str, metrics: dict[str, dict[str, float]]) -> None:
         """Metrics of the k-mer baseline computed on the run's split (``baseline.json``)."""
+        self._prepare()
         write_text_atomic(self.run_dir(run_id) / BASELINE_FILE, json.dumps(metrics, indent=2) + "\n")
 
     def load_baseline(self, run_id: str) -> dict[str, dict[str, float]] | None:
@@ -247,6 +261,7 @@ class Store:
         return self.attempt_dir(record.run_id, record.trial_id, record.attempt) / MODEL_DIR
 
     def write_trial(self, record: TrialRecord) -> None:
+        self._prepare()
         _write_record(self.attempt_dir(record.run_id, record.trial_id, record.attempt) / TRIAL_FILE, record)
 
     def trial_attempts(self, run_id: str) -> Iterator[TrialRecord]:
@@ -287,8 +302,9 @@ class Store:
     @contextmanager
     def registry_lock(self) -> Iterator[None]:
         """An exclusive lock for read-modify-write of the registry (fcntl, works on NFS v4)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._prepare()
         with open(self.root / ".registry.lock", "w") as handle:
+            share_file_with_group(handle.name)  # others in the group open it for writing too
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -299,6 +315,7 @@ class Store:
         return _read_record(self.root / REGISTRY_FILE, Registry) or Registry()
 
     def save_registry(self, registry: Registry) -> None:
+        self._prepare()
         _write_record(self.root / REGISTRY_FILE, registry)
 
     def resolve_model(self, name: str) -> Path:

@@ -5,19 +5,26 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tcr_pipeline.clusters import (
     SHIPPED_DIR,
     ClusterProfile,
+    cap_parallelism,
+    check_api_url,
     list_profiles,
     load_profile,
     render_job_script,
     task_runner_kwargs,
 )
 from tcr_pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    from conftest import CliResult
 
 SHIPPED = ["local", "slurm-local", "slurm-cpu", "slurm-gpu"]
 SLURM_SHIPPED = ["slurm-local", "slurm-cpu", "slurm-gpu"]
@@ -173,7 +180,7 @@ def test_slurm_gpu_job_script() -> None:
         "#SBATCH -p gpu",
         "#SBATCH -A my-lab",
         "#SBATCH --cpus-per-task=8",
-        "#SBATCH --mem=64G",
+        "#SBATCH --mem=8G",
         "#SBATCH -t 01:00:00",
         "#SBATCH --gres=gpu:1",
         "module load python/3.11 cuda/12.4",
@@ -185,6 +192,72 @@ def test_slurm_gpu_job_script() -> None:
     assert "--nworkers" not in worker
     assert "--resources GPU=1" in worker
     assert "--lifetime 55m --lifetime-stagger 4m --lifetime-restart" in worker
+
+
+@pytest.mark.parametrize("name", SLURM_SHIPPED)
+def test_jobs_carry_the_run_id_in_their_name_and_comment(name: str) -> None:
+    """squeue's NAME column (and sacct/jobcomp's JobName, `squeue -o %k`) say whose search a job is."""
+    base = load_profile(name).cluster_kwargs["job_name"]
+    lines = render_job_script(load_profile(name), NO_ENV, run_id="20261129-235700-0a1b2c").splitlines()
+    assert f"#SBATCH -J {base}-20261129-235700-0a1b2c" in lines
+    assert "#SBATCH --comment=tcr-pipeline-run:20261129-235700-0a1b2c" in lines
+    assert any(re.fullmatch(rf"#SBATCH -o \S*/{base}-20261129-235700-0a1b2c-%J\.out", line) for line in lines)
+    if name == "slurm-gpu":
+        assert "#SBATCH --gres=gpu:1" in lines  # the profile's own directives stay
+    # a run id with characters a job name should not carry
+    lines = render_job_script(load_profile(name), NO_ENV, run_id="lab search/1").splitlines()
+    assert f"#SBATCH -J {base}-lab_search_1" in lines
+    # without a run id (tcr-pipeline slurm script), the profile's name as it is
+    assert f"#SBATCH -J {base}" in _script(name).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("name", "asked", "expected"),
+    [
+        ("slurm-local", 3, 2),  # adapt.maximum: 2
+        ("slurm-local", 2, 2),
+        ("slurm-local", 1, 1),
+        ("slurm-gpu", 9, 4),
+        ("local", 9, 9),  # no adapt: the local cluster starts as many workers as asked
+    ],
+)
+def test_parallelism_is_capped_by_the_profiles_maximum(name: str, asked: int, expected: int) -> None:
+    capped, warning = cap_parallelism(load_profile(name), asked)
+    assert capped == expected
+    if expected == asked:
+        assert warning is None
+    else:
+        assert warning == (
+            f"parallelism {asked} is above the {expected} workers cluster profile {name!r} allows "
+            f"at most (adapt.maximum): {expected} trials in flight"
+        )
+
+
+LOOPBACK = ["http://127.0.0.1:4200/api", "http://localhost:4200/api", "http://[::1]:4200/api",
+            "http://0.0.0.0:4200/api", "http://127.0.1.1:4200/api"]  # fmt: skip
+REACHABLE = ["http://login01.cluster:4200/api", "http://10.1.2.3:4200/api", "https://prefect.lab.org/api"]
+
+
+@pytest.mark.parametrize("name", ["slurm-cpu", "slurm-gpu"])
+def test_workers_on_other_nodes_refuse_a_loopback_api(name: str) -> None:
+    profile = load_profile(name)
+    for url in LOOPBACK:
+        with pytest.raises(InputError, match=rf"^cluster profile '{name}' runs workers on other nodes, but"):
+            check_api_url(profile, url)
+    with pytest.raises(InputError, match="PREFECT_API_URL is not set"):
+        check_api_url(profile, None)
+    for url in REACHABLE:
+        check_api_url(profile, url)
+    # a lab profile whose jobs run on the submitting host says so
+    check_api_url(profile.model_copy(update={"same_host": True}), LOOPBACK[0])
+
+
+@pytest.mark.parametrize("name", ["local", "slurm-local"])
+def test_profiles_on_this_host_accept_a_loopback_api(name: str) -> None:
+    profile = load_profile(name)
+    assert profile.on_this_host
+    for url in [*LOOPBACK, *REACHABLE, None]:
+        check_api_url(profile, url)
 
 
 def test_gres_only_in_the_gpu_profile() -> None:
@@ -312,3 +385,21 @@ def test_the_library_imports_neither_prefect_nor_dask() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("api_url", ["http://127.0.0.1:4200/api", None])
+def test_a_search_whose_slurm_workers_cannot_reach_the_api_is_refused_first(
+    run_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, api_url: str | None
+) -> None:
+    """Before a Prefect server starts, a run is written or a job submitted: one line, exit 2."""
+    if api_url:
+        monkeypatch.setenv("PREFECT_API_URL", api_url)
+    else:  # without it the flow would start a temporary server on 127.0.0.1
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    result = run_cli("search", "--cluster", "slurm-gpu", "--store", tmp_path / "store")
+    assert result.code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: cluster profile 'slurm-gpu' runs workers on other nodes")
+    assert "slurm/README.md" in line
+    assert not (tmp_path / "store").exists()

@@ -480,6 +480,74 @@ def test_a_failed_run_exits_non_zero_with_its_error(lab: dict[str, str], tmp_pat
     assert "the flow ended before the search began" in result.summary
 
 
+def _api(env: dict[str, str], path: str, body: dict[str, Any] | None = None) -> Any:
+    """One call of the server's REST API (POST when there is a body)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{env['PREFECT_API_URL']}/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _runs_of(env: dict[str, str], deployment: str) -> list[dict[str, Any]]:
+    deployment_id = _api(env, f"deployments/name/{deployment}")["id"]
+    return list(_api(env, "flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}}))
+
+
+TICK_FLOW = """\
+from pathlib import Path
+
+from prefect import flow, runtime
+
+
+@flow
+def tick(out: str) -> None:
+    Path(out, str(runtime.flow_run.id)).touch()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_scheduled_deployment_gets_runs_the_worker_completes(lab: dict[str, str], tmp_path: Path) -> None:
+    """The scheduler service really creates runs (with SQLAlchemy 2.1 it failed on every pass:
+    "Can't evaluate bulk DML statement", and monitor/hourly never got a run)."""
+    (tmp_path / "tick.py").write_text(TICK_FLOW)
+    out = tmp_path / "ticks"
+    out.mkdir()
+    deployed = subprocess.run(
+        [Path(sys.executable).with_name("prefect"), "--no-prompt", "deploy", "tick.py:tick",
+         "--name", "every-5s", "--pool", "tcr-login-node", "--interval", "5", "--param", f"out={out}"],
+        cwd=tmp_path, env=lab, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    started = time.monotonic()
+    try:
+        completed: list[dict[str, Any]] = []
+        while not completed:
+            if time.monotonic() > started + 60:
+                states = [r["state_type"] for r in _runs_of(lab, "tick/every-5s")]
+                log = Path(lab["LOGS"], "server.log").read_text(errors="replace")
+                pytest.fail(f"no completed scheduled run in 60 s; runs: {states}; server log:\n{log[-2000:]}")
+            time.sleep(1)
+            completed = [r for r in _runs_of(lab, "tick/every-5s") if r["state_type"] == "COMPLETED"]
+        assert all(r["auto_scheduled"] for r in completed)  # made by the scheduler, not by hand
+        assert {p.name for p in out.iterdir()} >= {r["id"] for r in completed}  # the flow really ran
+        seconds = time.monotonic() - started
+    finally:
+        subprocess.run(
+            [Path(sys.executable).with_name("prefect"), "deployment", "delete", "tick/every-5s"],
+            env=lab, capture_output=True, timeout=120,
+        )  # fmt: skip
+    # the shipped cron deployment has its next runs waiting, and the scheduler never failed
+    upcoming = [r for r in _runs_of(lab, "monitor/hourly") if r["state_type"] == "SCHEDULED"]
+    assert upcoming, "monitor/hourly has no scheduled run"
+    assert all(r["auto_scheduled"] for r in upcoming)
+    server_log = Path(lab["LOGS"], "server.log").read_text(errors="replace")
+    assert "Can't evaluate bulk DML statement" not in server_log
+    print(f"scheduled tick run completed {seconds:.1f} s after deploying")
+
+
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_node")

@@ -152,3 +152,47 @@ def test_promotion_keeps_a_better_current_model(prefect_api: str, workdir: Path)
         assert registry.history[-1].replaced == first
     else:  # the untrained model really scored higher on the shared validation rows
         assert registry.history[-1].objective > registry.history[-1].previous_objective
+
+
+def test_workers_that_cannot_reach_the_api_stop_the_search_non_zero(prefect_api: str, workdir: Path) -> None:
+    """Workers whose PREFECT_API_URL points nowhere: no trial counts as finished, and the search
+    stops with the reason and a non-zero exit, not `completed` with best -inf and exit 0."""
+    profile = workdir / "unreachable-api.yaml"
+    profile.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "local",
+                "description": "local workers told to report to a Prefect API that is not there",
+                "cluster_kwargs": {
+                    "threads_per_worker": 1,
+                    "processes": True,
+                    "memory_limit": "2GiB",
+                    # the Nanny sets these in each worker process: its HTTP requests (the Prefect
+                    # API's URL comes with each task, from the flow) go to a proxy that is not there
+                    "env": {"HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"},
+                },
+            }
+        )
+    )
+    store = Store(workdir / "store-unreachable")
+    command = [
+        sys.executable, "-m", "tcr_pipeline.cli", "search",
+        "--run-id", "run-unreachable", "--store", str(store.root), "--max-evals", "4",
+        "--parallelism", "2", "--cluster", str(profile), "--prepared", str(workdir / "prepared"),
+        "--params", str(workdir / "params.yaml"), "--no-promote",
+    ]  # fmt: skip
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NO_COLOR": "1", "COLUMNS": "300"}
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
+    seconds = time.monotonic() - started
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: search stopped: "), done.stderr[-3000:]
+    assert "infrastructure failure(s) in a row" in last
+    manifest = store.load_manifest("run-unreachable")
+    assert manifest is not None
+    assert manifest.status == "failed"
+    assert manifest.error is not None
+    assert manifest.error.startswith("InfrastructureError: search stopped")
+    assert not [t for t in store.list_trials("run-unreachable") if t.done]  # nothing counted
+    print(f"unreachable API: stopped after {seconds:.1f} s: {last}")

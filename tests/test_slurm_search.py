@@ -47,12 +47,14 @@ def _known_jobs(job_ids: set[str], timeout_s: float = 60) -> set[str]:
         time.sleep(1)
 
 
-def _search(workdir: Path, store: Store, run_id: str, params: Path, **extra: Any) -> dict[str, Any]:
+def _search(
+    workdir: Path, store: Store, run_id: str, params: Path, parallelism: int = 2, **extra: Any
+) -> dict[str, Any]:
     from flows.search import search_flow
 
     return search_flow(
         run_id=run_id, store=str(store.root), prepared_dir=str(workdir / "prepared"),
-        params_file=str(params), parallelism=2, **extra,
+        params_file=str(params), parallelism=parallelism, **extra,
     )  # fmt: skip
 
 
@@ -66,12 +68,23 @@ def _assert_complete(store: Store, run_id: str, max_evals: int) -> list:
 @pytest.mark.timeout(600)
 def test_search_trials_run_in_real_slurm_jobs(prefect_api: str, workdir: Path) -> None:
     store = Store(workdir / "store-slurm")
-    _search(workdir, store, "slurm-8", _params_file(workdir, "params-slurm.yaml", epochs=2, max_evals=8))
+    params = _params_file(workdir, "params-slurm.yaml", epochs=2, max_evals=8)
+    _search(workdir, store, "slurm-8", params, parallelism=3)  # slurm-local allows 2 workers at most
     trials = _assert_complete(store, "slurm-8", 8)
     assert all(t.status == "ok" for t in trials)
     job_ids = {t.hardware.slurm_job_id for t in trials}
     assert None not in job_ids, "a trial ran outside SLURM"
     assert _known_jobs(job_ids) == job_ids  # real jobs, in squeue or slurmctld's completion log
+    assert store.load_manifest("slurm-8").parallelism == 2  # capped by the profile, not 3
+    # every job says whose search it ran: its name carries the run id (squeue, sacct, jobcomp)
+    deadline = time.monotonic() + 60  # a cancelled job reaches the completion log when it has ended
+    while True:
+        logged = [x for x in JOBCOMP_LOG.read_text().splitlines() if x.split(" ", 1)[0][6:] in job_ids]
+        if len(logged) >= len(job_ids) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(logged) == len(job_ids), logged
+    assert all(" Name=tcr-worker-slurm-8 " in line for line in logged), logged
 
 
 @pytest.mark.timeout(600)
