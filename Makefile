@@ -70,8 +70,8 @@ clean:
 ## paper: the source paper's setting (paper encoding, random row split, clone_id as a feature)
 PAPER ?= results/paper
 paper: $(STAMP)
-	tcr-pipeline prepare --encoding paper --split random --clone-id --out $(PAPER)/prepared
-	tcr-pipeline train --prepared $(PAPER)/prepared --out $(PAPER)/model --model medium --lr 0.01 --epochs 15
+	tcr-pipeline prepare -p experiments/paper.yaml --out $(PAPER)/prepared
+	tcr-pipeline train -p experiments/paper.yaml --prepared $(PAPER)/prepared --out $(PAPER)/model
 	tcr-pipeline evaluate --model $(PAPER)/model --prepared $(PAPER)/prepared --metrics $(PAPER)/metrics.json --write-card
 
 ## baseline: per-epitope logistic regression on CDR3 k-mers + V/J genes (TCR-grouped split)

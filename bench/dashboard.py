@@ -167,6 +167,7 @@ def build_store(root: Path, raw: Path, trials: int, epochs: int, new: int) -> di
         device=describe_device(result.device),
         history=result.history,
         metrics=metrics,
+        input_spec=prepared.encoder.input_spec(),
     )
     store.write_manifest(
         RunManifest(

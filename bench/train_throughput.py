@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]machine[/bold]: {info}")
 
     with tempfile.TemporaryDirectory(prefix="tcr-bench-") as tmp:
-        prepared = prepare_dataset(args.raw, PrepareParams(), tmp)
+        prepared = prepare_dataset(args.raw, PrepareParams(encoding="onehot"), tmp)
     feature_dim = int(prepared.features.shape[1])
     ones_per_row = round(float((prepared.features != 0).sum(1).float().median()))
     console.log(

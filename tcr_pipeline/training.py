@@ -183,7 +183,8 @@ def train_once(
     val_epitopes = prepared.epitopes_of(val_rows)
     n_train = len(train_rows)
 
-    model = build_model(prepared.features.shape[1], params.model, prepared.encoder.input_spec()).to(device)
+    spec = prepared.encoder.input_spec() if prepared.encoder is not None else None
+    model = build_model(prepared.features.shape[1], params.model, spec).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     weights = balanced_weights(prepared.labels[train_rows]) if params.balanced else None
