@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
                 },
             }
             folds.append(row)
+            write_json_atomic(Path(args.out).with_suffix(".partial.json"), {"folds": folds})
             print(
                 f"  best {entry.params} → test mean epitope AUC {row['search']:.4f}, "
                 f"baseline {row['baseline']:.4f}",
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     out = Path(args.out)
     write_json_atomic(out, result)
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
     plot(out.with_suffix(".png"), result)
     print(
         f"pooled out-of-fold mean per-epitope AUC: search {interval.a:.4f}, baseline {interval.b:.4f}; "
