@@ -301,7 +301,7 @@ class AlignedEncoder(_EncoderBase):
     residues: str = AMINO_ACIDS
     frames: dict[str, int] = Field(default_factory=lambda: dict(ALIGNED_SEQUENCES))
     vocabularies: dict[str, list[str]]  # normalised names, sorted; code = index + 1
-    trained: dict[str, list[str]]  # the names the training rows held
+    trained: dict[str, list[str]]  # the names the rows a model learns from held (train + validation)
     trained_residues: dict[str, list[str]]  # per sequence column, per frame position: residues seen
 
     @property

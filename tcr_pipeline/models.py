@@ -238,15 +238,11 @@ class ConvNet(PerEpitope):
             for _ in range(2)
         )
         width = 2 * len(params.cnn_kernels) * params.cnn_filters
-        self.genes = (
-            nn.ModuleDict(
-                {g: nn.Embedding(self.columns.vocab_sizes[g] + 1, 8, padding_idx=0) for g in _GENES}
-            )
-            if params.genes
-            else None
-        )
+        self.genes = _gene_embeddings(self.columns, 8) if params.genes else None
         if self.genes is not None:
             width += 8 * len(_GENES)
+            for embedding in self.genes.values():  # a gene no training row held stays at zero
+                nn.init.zeros_(embedding.weight)  # type: ignore[arg-type]
         self.head = nn.Sequential(
             nn.Dropout(params.dropout),
             nn.Linear(width, params.cnn_hidden),

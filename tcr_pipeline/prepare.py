@@ -63,7 +63,8 @@ def class_counts(labels: np.ndarray, split: np.ndarray) -> dict[str, dict[str, i
 def encode_pairs(frame: pd.DataFrame, params: PrepareParams, data_sha256: str) -> Prepared:
     """Fit the encoder on ``frame``, encode it and assign splits (pure: no file I/O)."""
     split = split_pairs(frame, params)
-    encoder = fit_encoder(frame, params.encoding, params.use_clone_id, data_sha256, training=split == 0)
+    # what a model may learn from: the training and validation rows (train.folds > 1 pools them)
+    encoder = fit_encoder(frame, params.encoding, params.use_clone_id, data_sha256, training=split != 2)
     encoded = encoder.encode(frame)
     failed = [i for i, e in enumerate(encoded.errors) if e is not None]
     if failed:  # a validated table fits every frame but the aligned one's (CDR3 > 30 residues)
