@@ -500,7 +500,9 @@ def predict(
     result = predict_file(bundle, input_csv, output)
     latency_ms = (time.perf_counter() - started) * 1000
     invalid = int((result["error"] != "").sum())
-    out.print(f"scored {len(result) - invalid} of {len(result)} rows → {output}", markup=False)
+    warned = int((result["warning"] != "").sum()) if "warning" in result.columns else 0
+    note = f" ({warned} with a warning: something the model never saw in training)" if warned else ""
+    out.print(f"scored {len(result) - invalid} of {len(result)} rows{note} → {output}", markup=False)
     if invalid:
         console.print(f"{invalid} invalid row(s): see the error column", markup=False)
     if log:
