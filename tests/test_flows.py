@@ -142,16 +142,20 @@ def test_promotion_keeps_a_better_current_model(prefect_api: str, workdir: Path)
     (workdir / "params-bad.yaml").write_text(yaml.safe_dump(params))
     outcome = search_flow(run_id="bad", params_file=str(workdir / "params-bad.yaml"), **common)
     registry = store.load_registry()
-    if outcome["promoted"] is None:
-        assert registry.current == first
-        assert len(registry.history) == 1
-        forced = search_flow(run_id="bad", params_file=str(workdir / "params-bad.yaml"), force=True, **common)
-        assert forced["promoted"] is not None
-        registry = store.load_registry()
-        assert registry.current.startswith("bad/")
-        assert registry.history[-1].replaced == first
-    else:  # the untrained model really scored higher on the shared validation rows
-        assert registry.history[-1].objective > registry.history[-1].previous_objective
+    assert outcome["promoted"] is None  # an untrained model never wins beyond the noise
+    assert registry.current == first
+    assert len(registry.history) == 1
+    refused = registry.comparisons[-1]
+    assert refused.current == first
+    assert refused.candidate.startswith("bad/")
+    assert not refused.promoted
+    assert refused.interval["low"] <= 0  # the interval does not exclude "no better"
+    forced = search_flow(run_id="bad", params_file=str(workdir / "params-bad.yaml"), force=True, **common)
+    assert forced["promoted"] is not None
+    registry = store.load_registry()
+    assert registry.current.startswith("bad/")
+    assert registry.history[-1].replaced == first
+    assert registry.history[-1].reason.startswith("forced: ")
 
 
 def test_workers_that_cannot_reach_the_api_stop_the_search_non_zero(prefect_api: str, workdir: Path) -> None:
