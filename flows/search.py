@@ -20,6 +20,7 @@ from flows.runner import make_task_runner
 from tcr_pipeline.baseline import evaluate_baseline
 from tcr_pipeline.config import EvaluateParams, Params, PrepareParams, SearchParams, TrainParams, load_params
 from tcr_pipeline.data import load_pairs
+from tcr_pipeline.errors import InputError
 from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.provenance import dvc_md5, git_state, gpu_name, package_versions
 from tcr_pipeline.search import SearchDriver, promote_best, register_top, run_trial
@@ -265,7 +266,7 @@ def search_flow(
         logger.info("new run %s in %s", run_id, result_store.root)
     else:
         if manifest.data_sha256 != prepared.data_sha256:
-            raise ValueError(
+            raise InputError(
                 f"run {run_id} was started on data {manifest.data_sha256[:12]}, "
                 f"but {prepared_dir} holds {prepared.data_sha256[:12]}"
             )
@@ -274,17 +275,16 @@ def search_flow(
         )
         logger.info("resuming run %s", run_id)
     result_store.write_manifest(manifest)
-
-    if baseline and result_store.load_baseline(run_id) is None and prepared.meta.get("raw"):
-        baseline_task(
-            str(result_store.root),
-            run_id,
-            str(prepared.meta["raw"]),
-            prepared.meta["params"],
-            params.evaluate.threshold,
-        )
-    runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides)
     try:
+        if baseline and result_store.load_baseline(run_id) is None and prepared.meta.get("raw"):
+            baseline_task(
+                str(result_store.root),
+                run_id,
+                str(prepared.meta["raw"]),
+                prepared.meta["params"],
+                params.evaluate.threshold,
+            )
+        runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides)
         summary = search_trials.with_options(task_runner=runner)(  # type: ignore[arg-type]
             str(result_store.root),
             run_id,

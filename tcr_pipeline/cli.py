@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -17,14 +20,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tcr_pipeline.bundle import CARD_FILE, ModelCard, load_bundle, load_card, predict_file, save_bundle
+from tcr_pipeline.bundle import (
+    CARD_FILE,
+    ENCODER_FILE,
+    WEIGHTS_FILE,
+    ModelCard,
+    load_bundle,
+    load_card,
+    predict_file,
+    save_bundle,
+)
 from tcr_pipeline.config import Params, load_params
-from tcr_pipeline.data import validate_file
+from tcr_pipeline.data import load_pairs, validate_file
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.files import write_json_atomic, write_text_atomic
+from tcr_pipeline.files import check_output_files, check_output_target, write_json_atomic, write_text_atomic
 from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
 from tcr_pipeline.prepare import load_prepared, prepare_dataset
-from tcr_pipeline.store import Store, new_run_id
+from tcr_pipeline.store import Store, check_run_id, new_run_id, now
 from tcr_pipeline.training import describe_device, evaluate_model, train_model
 
 app = typer.Typer(
@@ -135,6 +147,7 @@ def train(
             "train.seed": seed,
         },
     )
+    check_output_files(out_dir, (WEIGHTS_FILE, ENCODER_FILE, CARD_FILE))
     prepared = load_prepared(prepared_dir)
     with Progress(
         TextColumn("[bold]training"),
@@ -190,6 +203,10 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate a model on the validation and test splits; the test split is used only here."""
+    if metrics_file is not None:
+        check_output_target(metrics_file, inputs=(model_dir / CARD_FILE,))
+    if write_card:
+        check_output_target(model_dir / CARD_FILE)
     bundle = load_bundle(model_dir)
     prepared = load_prepared(prepared_dir)
     if prepared.data_sha256 != bundle.card.data_sha256:
@@ -261,8 +278,151 @@ def _search_progress(store: Store, run_id: str, total: int) -> Iterator[None]:
             thread.join()
 
 
+def _search_overrides(
+    max_evals: int | None, parallelism: int | None, cluster: str | None, objective: str | None
+) -> dict[str, Any]:
+    return {
+        "search.max_evals": max_evals,
+        "search.parallelism": parallelism,
+        "search.cluster": cluster,
+        "evaluate.objective": objective,
+    }
+
+
+@contextmanager
+def _prefect_server() -> Iterator[None]:
+    """A temporary Prefect server for a flow command when none is configured, in its own session.
+
+    Prefect would start one itself, but as a child in our process group: Ctrl-C in a terminal
+    reaches every process of the group, the server dies first, and the interrupted flow then
+    retries its state updates against it for minutes. Here the server runs in a new session, so
+    only this process sees the signal; it stops the flow (run recorded as ``interrupted``), the
+    Dask cluster, and then the server.
+    """
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    settings = get_current_settings()
+    if os.environ.get("PREFECT_API_URL") or settings.api.url:  # a server is configured: use it
+        yield
+        return
+    import httpx
+    import prefect
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    command = [
+        sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+        "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "error", "--lifespan", "on",
+    ]  # fmt: skip
+    env = {**os.environ, **server_env, **settings.to_environment_variables(exclude_unset=True)}
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"The temporary Prefect API server exited with status {server.returncode} on start."
+                )
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"Timed out after {timeout:.0f} s while attempting to connect to the temporary "
+                    "Prefect API server."
+                )
+            time.sleep(0.2)
+        os.environ["PREFECT_API_URL"] = url  # Dask worker processes report to the same server
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            try:
+                yield
+            finally:
+                _drain_prefect_services()
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@contextmanager
+def _interrupted_run(store: Store, run_id: str) -> Iterator[None]:
+    """On an interruption, make sure the run is recorded as ``interrupted`` and say how to resume it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        manifest = store.load_manifest(run_id)
+        if manifest is not None:
+            if manifest.status == "running":  # stopped before the flow could record it
+                store.write_manifest(manifest.model_copy(update={"status": "interrupted", "finished": now()}))
+            _interruption["note"] = (
+                f"run {run_id} recorded as interrupted in {store.root}; resume it with --run-id {run_id}"
+            )
+        raise
+
+
+def _drain_prefect_services() -> None:
+    """Send Prefect's queued logs and events while the server is still up (as its test harness does)."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:  # never started
+            pass
+        drained = EventsWorker.drain_all()
+        if inspect.isawaitable(drained):
+            await drained
+
+    run_coro_as_sync(drain())
+
+
 def _params_path(params_file: Path | None) -> str | None:
     return str(params_file) if params_file else "params.yaml"
+
+
+def _check_search(
+    params: Params, result_store: Store, run_id: str | None, prepared_dir: Path, *, prepared: bool
+) -> str:
+    """Everything about a search that can be checked before a Prefect server or Dask cluster starts.
+
+    ``prepared``: the prepared directory must already hold data (``search``), else it is an
+    output (``pipeline`` prepares it). Returns the run id (a new one when none was given).
+    """
+    from tcr_pipeline.clusters import load_profile
+    from tcr_pipeline.prepare import ENCODER_FILE as PREPARED_ENCODER
+    from tcr_pipeline.prepare import META_FILE, TENSORS_FILE, read_prepared_meta
+
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id()
+    check_output_target(result_store.root, directory=True)
+    load_profile(params.search.cluster)
+    manifest = result_store.load_manifest(run_id)
+    if prepared:
+        meta = read_prepared_meta(prepared_dir)
+        if manifest is not None and manifest.data_sha256 != meta["data_sha256"]:
+            raise InputError(
+                f"{prepared_dir}: holds data {meta['data_sha256'][:12]}, but run {run_id} was started on "
+                f"{manifest.data_sha256[:12]} (prepare that data again, or start a new run)"
+            )
+    else:
+        check_output_files(prepared_dir, (TENSORS_FILE, PREPARED_ENCODER, META_FILE))
+    return run_id
 
 
 @app.command()
@@ -283,11 +443,15 @@ def search(
     """Hyperparameter search (hyperopt TPE) as a Prefect flow on a Dask cluster; resumable by --run-id."""
     from flows.search import search_flow
 
-    # read (and check) the configuration here, before a Prefect server starts
-    params = _params(params_file, {"search.max_evals": max_evals, "evaluate.objective": objective})
+    # read (and check) the configuration and the inputs here, before a Prefect server starts
+    params = _params(params_file, _search_overrides(max_evals, parallelism, cluster, objective))
     result_store = Store.from_env(store)
-    run_id = run_id or new_run_id()
-    with _search_progress(result_store, run_id, params.search.max_evals):
+    run_id = _check_search(params, result_store, run_id, prepared_dir, prepared=True)
+    with (
+        _interrupted_run(result_store, run_id),
+        _prefect_server(),
+        _search_progress(result_store, run_id, params.search.max_evals),
+    ):
         outcome = search_flow(
             run_id=run_id,
             max_evals=max_evals,
@@ -321,11 +485,22 @@ def pipeline(
     """The whole `tcr-pipeline` flow: prepare → search → promote."""
     from flows.pipeline import pipeline_flow
 
-    # read (and check) the configuration here, before a Prefect server starts
-    params = _params(params_file, {"search.max_evals": max_evals, "evaluate.objective": objective})
+    # read (and check) the configuration and the inputs here, before a Prefect server starts
+    params = _params(
+        params_file,
+        {
+            **_search_overrides(max_evals, parallelism, cluster, objective),
+            "data.raw": str(data) if data else None,
+        },
+    )
     result_store = Store.from_env(store)
-    run_id = run_id or new_run_id()
-    with _search_progress(result_store, run_id, params.search.max_evals):
+    run_id = _check_search(params, result_store, run_id, prepared_dir, prepared=False)
+    load_pairs(params.data.raw, require_clone_id=params.prepare.use_clone_id)  # the data, row by row
+    with (
+        _interrupted_run(result_store, run_id),
+        _prefect_server(),
+        _search_progress(result_store, run_id, params.search.max_evals),
+    ):
         outcome = pipeline_flow(
             data=str(data) if data else None,
             run_id=run_id,
@@ -418,15 +593,22 @@ def monitor(
     from tcr_pipeline.monitoring import EXIT_CODES
 
     result_store = Store.from_env(store)
-    outcome = monitor_flow(
-        store=str(result_store.root),
-        labels=str(labels) if labels else None,
-        window=window,
-        since_hours=since_hours,
-        model_id=model,
-        reference_data=str(reference_data) if reference_data else None,
-        params_file=_params_path(params_file),
-    )
+    # checked here, before a Prefect server starts
+    if not result_store.root.is_dir():
+        raise InputError(f"{result_store.root}: no such store directory (pass --store or set TCR_STORE)")
+    _params(params_file, {})
+    if labels is not None:
+        load_pairs(labels)
+    with _prefect_server():
+        outcome = monitor_flow(
+            store=str(result_store.root),
+            labels=str(labels) if labels else None,
+            window=window,
+            since_hours=since_hours,
+            model_id=model,
+            reference_data=str(reference_data) if reference_data else None,
+            params_file=_params_path(params_file),
+        )
     out.print(
         f"{outcome['status']}: {len(outcome['alerts'])} alert(s), report {outcome['report']}",
         markup=False,
@@ -456,6 +638,7 @@ def predict(
     ] = False,
 ) -> None:
     """Score pairs: every input column plus score, prediction and error (empty when the row was valid)."""
+    check_output_target(output, inputs=(input_csv,))
     result_store = Store.from_env(store)
     if log:
         from tcr_pipeline.querylog import model_id_for, query_log_path
@@ -496,11 +679,12 @@ def baseline(
 ) -> None:
     """Per-epitope logistic regression on CDR3 2–3-mers + one-hot V/J, on the same split as `prepare`."""
     from tcr_pipeline.baseline import evaluate_baseline
-    from tcr_pipeline.data import load_pairs
     from tcr_pipeline.files import sha256_file
     from tcr_pipeline.splits import split_pairs
 
     params = _params(params_file, {"data.raw": str(data) if data else None, "prepare.split": split})
+    if metrics_file is not None:
+        check_output_target(metrics_file, inputs=(params.data.raw,))
     frame = load_pairs(params.data.raw)
     metrics = evaluate_baseline(frame, split_pairs(frame, params.prepare), params.evaluate.threshold)
     if metrics_file is not None:
@@ -573,14 +757,43 @@ def slurm_script(
     out.print(render_job_script(load_profile(profile)), markup=False, highlight=False, soft_wrap=True)
 
 
+_interruption: dict[str, str] = {}  # the signal that stopped the command, and what became of its work
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _interruption.setdefault("signal", signal.Signals(signum).name)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, so every command stops the
+    same way: temporary files are removed, a search records its run as ``interrupted``, exit 130.
+
+    SIGINT is caught even when the shell started us with it ignored (a background job), so that
+    ``kill -INT`` always stops a command.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main() -> None:
     """Entry point: run the app, turning bad input into one line on stderr and exit status 2."""
     # Without PREFECT_API_URL the flow commands start a temporary Prefect server; Prefect waits
     # 20 s for it by default, too little on a busy two-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lab's server
+    _interruption.clear()
     try:
-        app()
+        with _stop_on_signals():
+            app()
     except InputError as exc:
         console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -596,9 +809,20 @@ def main() -> None:
             soft_wrap=True,
         )
         sys.exit(1)
-    except KeyboardInterrupt:
-        console.print("interrupted", markup=False)
+    except KeyboardInterrupt:  # typer turns it into exit status 130 itself; this is in case it does not
+        _report_interruption()
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:
+            _report_interruption()
+        raise
+
+
+def _report_interruption() -> None:
+    what = _interruption.get("note", "stopped; no half-written file was left")
+    console.print(
+        f"interrupted by {_interruption.get('signal', 'SIGINT')}: {what}", markup=False, soft_wrap=True
+    )
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
-"""Small file helpers: atomic writes and content hashes."""
+"""Small file helpers: atomic writes, content hashes, and checks of output paths."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tcr_pipeline.errors import InputError
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
@@ -52,3 +55,68 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
 def write_json_atomic(path: Path | str, payload: Any) -> Path:
     """Write JSON (indented, sorted keys) atomically."""
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def check_output_target(
+    path: Path | str, *, inputs: tuple[Path | str, ...] = (), directory: bool = False
+) -> Path:
+    """Refuse an output path that would replace something it must not; return it as a Path.
+
+    A file output (``directory=False``) may only replace an existing *regular* file: never a
+    device node, FIFO, socket or directory (``-o /dev/full`` run as root would otherwise turn the
+    device into a file), never one of ``inputs`` (the same file under any name). A directory
+    output may only be an existing directory. In both cases every existing ancestor must be a
+    directory. Raises :class:`InputError` with one line naming the path.
+    """
+    path = Path(path)
+    for parent in path.absolute().parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise InputError(f"{path}: cannot write here, {parent} is not a directory")
+            break
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError(f"{path}: is a dangling symbolic link, refusing to write through it") from None
+        return path
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write here ({exc.strerror})") from None
+    if directory:
+        if not stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{path}: exists and is not a directory ({_kind(info.st_mode)})")
+        return path
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{path}: is a directory, expected a file name for the output")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: is a {_kind(info.st_mode)}, refusing to replace it with a file")
+    for source in inputs:
+        try:
+            same = os.path.samefile(path, source)
+        except OSError:
+            continue
+        if same:
+            raise InputError(f"{path}: is the input file {source}; write the output elsewhere")
+    return path
+
+
+def check_output_files(
+    directory: Path | str, names: tuple[str, ...], *, inputs: tuple[Path | str, ...] = ()
+) -> Path:
+    """:func:`check_output_target` for a directory and the named files a command writes into it."""
+    directory = check_output_target(directory, directory=True)
+    for name in names:
+        check_output_target(directory / name, inputs=inputs)
+    return directory
+
+
+def _kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISDIR: "directory",
+        stat.S_ISCHR: "character device",
+        stat.S_ISBLK: "block device",
+        stat.S_ISFIFO: "FIFO",
+        stat.S_ISSOCK: "socket",
+        stat.S_ISREG: "regular file",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "special file")

@@ -22,6 +22,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -42,6 +43,9 @@ REGISTRY_FILE = "registry.json"
 BASELINE_FILE = "baseline.json"
 MODEL_DIR = "model"
 R = TypeVar("R", bound=BaseModel)
+# a run id names a directory under STORE/runs: one path component, never hidden, never . or ..
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+RUN_ID_RULE = "1-128 letters, digits, '-', '_' or '.', not starting with '.'"
 
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 TrialStatus = Literal["running", "ok", "failed"]
@@ -180,6 +184,17 @@ def new_attempt_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is a valid run id (:data:`RUN_ID_PATTERN`), else :class:`InputError`.
+
+    A run id becomes a directory name: ``../x`` would write outside the store, ``a/b`` would be
+    a run that ``list_runs`` never finds.
+    """
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise InputError(f"run id {run_id!r}: not a valid run id ({RUN_ID_RULE})")
+    return run_id
+
+
 def new_run_id() -> str:
     """A sortable run id: UTC time plus a random suffix."""
     return f"{now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -198,7 +213,7 @@ class Store:
 
     # runs ---------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
-        return self.root / "runs" / run_id
+        return self.root / "runs" / check_run_id(run_id)
 
     def write_manifest(self, manifest: RunManifest) -> None:
         _write_record(self.run_dir(manifest.run_id) / MANIFEST_FILE, manifest)
@@ -211,7 +226,11 @@ class Store:
         runs_dir = self.root / "runs"
         if not runs_dir.is_dir():
             return []
-        manifests = [self.load_manifest(p.name) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
+        manifests = [
+            self.load_manifest(p.name)
+            for p in sorted(runs_dir.iterdir())
+            if p.is_dir() and RUN_ID_PATTERN.fullmatch(p.name)
+        ]
         return sorted((m for m in manifests if m is not None), key=lambda m: m.started)
 
     def write_baseline(self, run_id: str, metrics: dict[str, dict[str, float]]) -> None:
