@@ -9,6 +9,8 @@ finishes the next TPE suggestion is submitted (no batch barrier).
 from __future__ import annotations
 
 import math
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,15 @@ from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.provenance import dvc_md5, git_state, gpu_name, package_versions
 from tcr_pipeline.search import SearchDriver, promote_best, register_top, run_trial
 from tcr_pipeline.splits import split_pairs
-from tcr_pipeline.store import RunManifest, Store, TrialRecord, new_attempt_id, new_run_id, now
+from tcr_pipeline.store import (
+    RunManifest,
+    Store,
+    TrialRecord,
+    check_resume_budget,
+    new_attempt_id,
+    new_run_id,
+    now,
+)
 
 INFRA_RETRIES = 2  # resubmissions of a trial whose worker died
 
@@ -270,8 +280,16 @@ def search_flow(
                 f"run {run_id} was started on data {manifest.data_sha256[:12]}, "
                 f"but {prepared_dir} holds {prepared.data_sha256[:12]}"
             )
+        check_resume_budget(result_store, run_id, params.search.max_evals)
         manifest = manifest.model_copy(
-            update={"status": "running", "finished": None, "max_evals": params.search.max_evals}
+            update={
+                "status": "running",
+                "finished": None,
+                "error": None,
+                "max_evals": params.search.max_evals,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
         )
         logger.info("resuming run %s", run_id)
     result_store.write_manifest(manifest)

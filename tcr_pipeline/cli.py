@@ -36,7 +36,15 @@ from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import check_output_files, check_output_target, write_json_atomic, write_text_atomic
 from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
 from tcr_pipeline.prepare import load_prepared, prepare_dataset
-from tcr_pipeline.store import Store, check_run_id, new_run_id, now
+from tcr_pipeline.store import (
+    Store,
+    check_resume_budget,
+    check_run_id,
+    check_store,
+    mark_stale,
+    new_run_id,
+    now,
+)
 from tcr_pipeline.training import describe_device, evaluate_model, train_model
 
 app = typer.Typer(
@@ -319,7 +327,7 @@ def _prefect_server() -> Iterator[None]:
         "--log-level", "error", "--lifespan", "on",
     ]  # fmt: skip
     env = {**os.environ, **server_env, **settings.to_environment_variables(exclude_unset=True)}
-    server = subprocess.Popen(command, env=env, start_new_session=True)
+    server = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)
     try:
         timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
         deadline = time.monotonic() + timeout
@@ -371,6 +379,14 @@ def _interrupted_run(store: Store, run_id: str) -> Iterator[None]:
         raise
 
 
+def _die_with_parent() -> None:
+    """In the server process: get SIGTERM when this process dies, even by SIGKILL (Linux only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def _drain_prefect_services() -> None:
     """Send Prefect's queued logs and events while the server is still up (as its test harness does)."""
     import inspect
@@ -413,6 +429,8 @@ def _check_search(
     check_output_target(result_store.root, directory=True)
     load_profile(params.search.cluster)
     manifest = result_store.load_manifest(run_id)
+    if manifest is not None:
+        check_resume_budget(result_store, run_id, params.search.max_evals)
     if prepared:
         meta = read_prepared_meta(prepared_dir)
         if manifest is not None and manifest.data_sha256 != meta["data_sha256"]:
@@ -542,6 +560,14 @@ def runs(store: StoreOption = None) -> None:
             manifest.data_sha256[:12],
         )
     out.print(table)
+    damage = check_store(result_store)
+    if damage:
+        console.print(
+            f"{len(damage)} damaged record(s) or stale run(s), skipped: tcr-pipeline store check --store "
+            f"{result_store.root}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -727,6 +753,40 @@ def dashboard_command(
 def show(model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")]) -> None:
     """Print a model bundle's card as JSON."""
     out.print_json(load_card(model_dir).model_dump_json())
+
+
+store_app = typer.Typer(
+    help="Check a result store: damaged records, runs left `running`.", no_args_is_help=True
+)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("check")
+def store_check(
+    store: StoreOption = None,
+    mark: Annotated[
+        bool, typer.Option("--mark", help="Record stale `running` runs as `interrupted` (resumable).")
+    ] = False,
+) -> None:
+    """List damaged records and stale runs (`running`, but their process on this host is gone).
+
+    Exit status 0 when there is nothing to report, 1 otherwise (after --mark: 1 only for damage
+    that marking does not fix). Damaged records are skipped by every reader; a damaged trial is
+    run again when its run is resumed.
+    """
+    result_store = Store.from_env(store)
+    if not result_store.root.is_dir():
+        raise InputError(f"{result_store.root}: no such store directory (pass --store or set TCR_STORE)")
+    left = 0
+    for damage in check_store(result_store):
+        if mark and damage.stale and damage.run_id:
+            mark_stale(result_store, damage.run_id)
+            out.print(f"{damage} → marked interrupted", markup=False, highlight=False, soft_wrap=True)
+            continue
+        out.print(str(damage), markup=False, highlight=False, soft_wrap=True)
+        left += 1
+    console.print(f"{result_store.root}: {left or 'no'} problem(s) left", markup=False)
+    raise typer.Exit(1 if left else 0)
 
 
 slurm_app = typer.Typer(help="Cluster profiles and the SLURM job scripts they submit.", no_args_is_help=True)
