@@ -16,6 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.runner import make_task_runner
@@ -322,7 +323,8 @@ def search_flow(
                 force,
             )
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        # Ctrl-C, or SIGTERM (Prefect's engine turns it into TerminationSignal): resumable, not failed
+        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, TerminationSignal)) else "failed"
         result_store.write_manifest(
             manifest.model_copy(
                 update={"status": status, "finished": now(), "error": f"{type(exc).__name__}: {exc}"}
