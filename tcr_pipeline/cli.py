@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -309,6 +310,7 @@ def _prefect_server() -> Iterator[None]:
     """
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
+    _quiet_input_errors()
     settings = get_current_settings()
     if os.environ.get("PREFECT_API_URL") or settings.api.url:  # a server is configured: use it
         yield
@@ -377,6 +379,19 @@ def _interrupted_run(store: Store, run_id: str) -> Iterator[None]:
                 f"run {run_id} recorded as interrupted in {store.root}; resume it with --run-id {run_id}"
             )
         raise
+
+
+class _InputErrorFilter(logging.Filter):
+    """Drop Prefect's log records of an InputError (with their traceback): main() prints it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], InputError))
+
+
+def _quiet_input_errors() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _InputErrorFilter) for f in handler.filters):
+            handler.addFilter(_InputErrorFilter())
 
 
 def _die_with_parent() -> None:

@@ -130,12 +130,21 @@ def load_prepared(directory: Path | str) -> Prepared:
     """Load what :func:`prepare_dataset` wrote (tensors load with ``weights_only=True``)."""
     directory = Path(directory)
     meta = read_prepared_meta(directory)
-    tensors = torch.load(directory / TENSORS_FILE, weights_only=True)
+    try:
+        tensors = torch.load(directory / TENSORS_FILE, weights_only=True)
+        features, labels, split, epitope = (
+            tensors["features"], tensors["labels"], tensors["split"], tensors["epitope"]
+        )  # fmt: skip
+    except Exception as exc:  # truncated, corrupt, not ours: never a traceback, never weights_only=False
+        raise InputError(
+            f"{directory / TENSORS_FILE}: not readable prepared tensors ({exc.__class__.__name__}); "
+            "run `tcr-pipeline prepare` again"
+        ) from None
     return Prepared(
-        features=tensors["features"],
-        labels=tensors["labels"],
-        split=tensors["split"],
-        epitope=tensors["epitope"],
+        features=features,
+        labels=labels,
+        split=split,
+        epitope=epitope,
         epitope_names=list(meta["epitope_names"]),
         encoder=load_encoder(directory / ENCODER_FILE),
         meta=meta,

@@ -244,3 +244,24 @@ def test_a_lower_max_evals_on_resume_is_refused(place: Place) -> None:
         "(max_evals counts every trial of the run)"
     )
     assert _snapshot(place.root) == before
+
+
+@pytest.mark.slow
+def test_an_input_error_inside_a_flow_is_one_line(prefect_api: str, place: Place, tmp_path: Path) -> None:
+    """Found only once the flow runs (the tensors file is truncated): still one line, no traceback."""
+    from conftest import run_cli_process
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(place.prepared, prepared)
+    tensors = prepared / "dataset.pt"
+    tensors.write_bytes(tensors.read_bytes()[:100])
+    args = ["search", "--store", tmp_path / "store", "--prepared", prepared, "--params", place.params]
+    result = run_cli_process(*args, "--run-id", "t", cwd=tmp_path, timeout=240)
+    assert result.code == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {tensors}: not readable prepared tensors (RuntimeError); run `tcr-pipeline prepare` again"
+    )
+    assert (
+        Store(tmp_path / "store").load_manifest("t") is None
+    )  # nothing recorded for a run that never started
