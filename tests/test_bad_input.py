@@ -22,7 +22,7 @@ import pytest
 import torch
 from conftest import invoke_main
 
-from tcr_pipeline.store import RunManifest, Store, TrialRecord
+from tcr_pipeline.store import RunManifest, Store, TrialRecord, check_store
 
 DEVICE = Path("/dev/full")  # only ever stat()ed: the check must refuse it before anything opens it
 
@@ -265,3 +265,30 @@ def test_an_input_error_inside_a_flow_is_one_line(prefect_api: str, place: Place
     assert (
         Store(tmp_path / "store").load_manifest("t") is None
     )  # nothing recorded for a run that never started
+
+
+@pytest.mark.slow
+def test_a_damaged_trial_does_not_block_the_resume(prefect_api: str, workdir: Path, tmp_path: Path) -> None:
+    """A truncated trial.json (a disk that filled up) is skipped: the resume runs that trial again."""
+    from flows.search import search_flow
+
+    store = Store(tmp_path / "store")
+    common = {
+        "run_id": "damaged",
+        "store": str(store.root),
+        "prepared_dir": str(workdir / "prepared"),
+        "params_file": str(workdir / "params.yaml"),
+        "promote": False,
+        "baseline": False,
+    }
+    search_flow(**common)
+    victim = store.list_trials("damaged")[1]
+    record = store.attempt_dir("damaged", 1, victim.attempt) / "trial.json"
+    record.write_text(record.read_text()[:50])
+    store.write_manifest(store.load_manifest("damaged").model_copy(update={"status": "interrupted"}))
+
+    search_flow(**common)
+    finished = [t for t in store.list_trials("damaged") if t.done]
+    assert len(finished) == 4  # max_evals of the flow tests' params
+    assert store.load_manifest("damaged").status == "completed"
+    assert [d.path for d in check_store(store)] == [record]  # left as it was, for `store check`
