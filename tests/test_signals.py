@@ -38,7 +38,12 @@ def slow_params(workdir: Path) -> Path:
     return path
 
 
-def _search(workdir: Path, params: Path, store: Path, run_id: str) -> list[str]:
+def _search(workdir: Path, params: Path, store: Path, run_id: str, command: str = "search") -> list[str]:
+    if command == "pipeline":  # prepare (into the store's sibling) → search → promote
+        return cli_command(
+            "pipeline", "--run-id", run_id, "--store", store, "--prepared", store.parent / "prepared",
+            "--params", params, "--data", workdir / "small.csv",
+        )  # fmt: skip
     return cli_command(
         "search", "--run-id", run_id, "--store", store, "--prepared", workdir / "prepared",
         "--params", params, "--no-promote",
@@ -93,19 +98,20 @@ def _running_trial(store: Store, run_id: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("signum", "to_group"),
+    ("signum", "to_group", "name"),
     [
-        pytest.param(signal.SIGINT, True, id="ctrl-c-to-the-process-group"),
-        pytest.param(signal.SIGTERM, False, id="sigterm-to-the-command"),
-        pytest.param(signal.SIGINT, False, id="sigint-to-the-command"),
+        pytest.param(signal.SIGINT, True, "search", id="ctrl-c-to-the-process-group"),
+        pytest.param(signal.SIGTERM, False, "search", id="sigterm-to-the-command"),
+        pytest.param(signal.SIGINT, False, "search", id="sigint-to-the-command"),
+        pytest.param(signal.SIGINT, True, "pipeline", id="ctrl-c-to-a-pipeline"),
     ],
 )
 def test_a_signal_stops_the_search_and_the_run_resumes(
-    workdir: Path, slow_params: Path, tmp_path: Path, signum: signal.Signals, to_group: bool
+    workdir: Path, slow_params: Path, tmp_path: Path, signum: signal.Signals, to_group: bool, name: str
 ) -> None:
     store = Store(tmp_path / "store")
     run_id = f"stop-{signum.name.lower()}"
-    command = _search(workdir, slow_params, store.root, run_id)
+    command = _search(workdir, slow_params, store.root, run_id, name)
     env = _env(tmp_path / "prefect-home")
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
