@@ -81,6 +81,13 @@ def _predict(place: Place, *, output: object, model: Path | None = None) -> list
     return ["predict", place.csv, "--model", model or place.bundle, "-o", output]
 
 
+def _predict_csv(place: Place, edit: Callable[[list[str]], list[str]]) -> list[object]:
+    """predict on an edited copy of the CSV's first lines."""
+    lines = place.csv.read_text().splitlines()[:6]
+    source = place.file("edited.csv", "\n".join(edit(lines)) + "\n")
+    return ["predict", source, "--model", place.bundle, "-o", place.root / "scores.csv"]
+
+
 def _search(place: Place, *extra: object) -> list[object]:
     return [
         "search",
@@ -170,6 +177,18 @@ CASES: dict[str, Case] = {
         "missing required column",
     ),
     "monitor without a store": Case(lambda p: ["monitor", "--store", p.root / "none"], "no such store"),
+    # CSV structure (predict used to score these, shifted or empty, with exit status 0)
+    "predict a first row with 12 fields": Case(
+        lambda p: _predict_csv(p, lambda lines: [lines[0], lines[1] + ",x,y", *lines[2:]]),
+        ":2:-: not a well-formed CSV (line 2 has 12 fields, the header 10)",
+    ),
+    "predict a header without rows": Case(
+        lambda p: _predict_csv(p, lambda lines: lines[:1]), ":2:-: no data rows"
+    ),
+    "predict a Label column twice": Case(
+        lambda p: _predict_csv(p, lambda lines: [lines[0] + ",Label", *(line + ",0" for line in lines[1:])]),
+        ":1:Label: column named twice (columns 10 and 11)",
+    ),
     # model weights
     **{
         f"predict with weights {damage}": Case(
