@@ -762,6 +762,8 @@ def dashboard_command(
             "pip install 'tcr-pipeline[dashboard]'"
         ) from None
     serve_dashboard(result_store.root, host=host, port=port, auth_file=auth_file)
+    if "signal" in _interruption:  # the web server catches the interrupt and returns: still exit 130
+        raise typer.Exit(130)
 
 
 @app.command()

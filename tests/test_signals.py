@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,41 @@ def test_a_signal_stops_the_search_and_the_run_resumes(
         trials = store.list_trials(run_id)
         assert sorted(t.trial_id for t in trials if t.done) == list(range(MAX_EVALS))
         assert store.load_manifest(run_id).status == "completed"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_dashboard_stops_on_a_signal_even_when_started_with_sigint_ignored(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """`tcr-pipeline dashboard &` from a script starts with SIGINT ignored: `kill -INT` must still stop it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "store").mkdir()
+    process = subprocess.Popen(
+        cli_command("dashboard", "--store", tmp_path / "store", "--port", port), cwd=tmp_path, env=cli_env(),
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # what a non-interactive `&` does
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                assert process.poll() is None, process.communicate()[1][-3000:]
+                assert time.monotonic() < deadline, "the dashboard did not start"
+                time.sleep(0.3)
+        os.kill(process.pid, signum)
+        _, stderr = process.communicate(timeout=STOP_WITHIN_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert (
+        stderr.strip().splitlines()[-1]
+        == f"interrupted by {signum.name}: stopped; no half-written file was left"
+    )
