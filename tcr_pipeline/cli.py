@@ -886,6 +886,15 @@ def main() -> None:
             soft_wrap=True,
         )
         sys.exit(1)
+    except (
+        OSError
+    ) as exc:  # the system refused (disk full, a read-only filesystem…): one line, not a traceback
+        if exc.filename is None:
+            raise
+        console.print(
+            f"error: {exc.filename}: {exc.strerror or exc}", markup=False, highlight=False, soft_wrap=True
+        )
+        sys.exit(1)
     except KeyboardInterrupt:  # typer turns it into exit status 130 itself; this is in case it does not
         _report_interruption()
         sys.exit(130)

@@ -69,23 +69,25 @@ def check_output_target(
     directory. Raises :class:`InputError` with one line naming the path.
     """
     path = Path(path)
+    existing = path.absolute().parent
     for parent in path.absolute().parents:
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
                 raise InputError(f"{path}: cannot write here, {parent} is not a directory")
+            existing = parent
             break
     try:
         info = path.stat()
     except FileNotFoundError:
         if path.is_symlink():
             raise InputError(f"{path}: is a dangling symbolic link, refusing to write through it") from None
-        return path
+        return _writable(path, existing)  # it will be created below the nearest existing directory
     except OSError as exc:
         raise InputError(f"{path}: cannot write here ({exc.strerror})") from None
     if directory:
         if not stat.S_ISDIR(info.st_mode):
             raise InputError(f"{path}: exists and is not a directory ({_kind(info.st_mode)})")
-        return path
+        return _writable(path, path)
     if stat.S_ISDIR(info.st_mode):
         raise InputError(f"{path}: is a directory, expected a file name for the output")
     if not stat.S_ISREG(info.st_mode):
@@ -97,6 +99,12 @@ def check_output_target(
             continue
         if same:
             raise InputError(f"{path}: is the input file {source}; write the output elsewhere")
+    return _writable(path, path.parent)  # replaced by a rename in its directory
+
+
+def _writable(path: Path, directory: Path) -> Path:
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write here, no permission to write in {directory}")
     return path
 
 

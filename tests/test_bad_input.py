@@ -311,3 +311,25 @@ def test_a_damaged_trial_does_not_block_the_resume(prefect_api: str, workdir: Pa
     assert len(finished) == 4  # max_evals of the flow tests' params
     assert store.load_manifest("damaged").status == "completed"
     assert [d.path for d in check_store(store)] == [record]  # left as it was, for `store check`
+
+
+def test_a_write_the_system_refuses_is_one_line(place: Place) -> None:
+    """/proc takes no new files, even from root: the failure is one line (exit 1), not a traceback."""
+    before = _snapshot(place.root)
+    result = invoke_main(_predict(place, output="/proc/scores.csv"), place.root)
+    assert result.code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: /proc/"), line
+    assert line.endswith("No such file or directory"), line
+    assert _snapshot(place.root) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any directory")
+def test_a_directory_without_write_permission_is_refused_first(place: Place) -> None:
+    locked = place.root / "locked"
+    locked.mkdir(mode=0o555)
+    result = invoke_main(_predict(place, output=locked / "scores.csv"), place.root)
+    assert result.code == 2
+    assert result.stderr.strip() == (
+        f"error: {locked / 'scores.csv'}: cannot write here, no permission to write in {locked}"
+    )
