@@ -333,3 +333,18 @@ def test_a_directory_without_write_permission_is_refused_first(place: Place) -> 
     assert result.stderr.strip() == (
         f"error: {locked / 'scores.csv'}: cannot write here, no permission to write in {locked}"
     )
+
+
+def test_predict_by_path_ignores_a_damaged_registry(place: Place) -> None:
+    """`predict --model DIR` (also with --log) does not read registry.json: damage there cannot stop it."""
+    store = place.root / "store"
+    store.mkdir()
+    (store / "registry.json").write_text("{ truncated")
+    output = place.root / "scores.csv"
+    args = _predict(place, output=output)
+    result = invoke_main([*args, "--store", store, "--log"], place.root)
+    assert result.code == 0, result.output
+    assert output.is_file()
+    best = invoke_main(["predict", place.csv, "-o", place.root / "b.csv", "--store", store], place.root)
+    assert best.code == 2
+    assert best.stderr.strip() == f"error: {store / 'registry.json'}: not a valid Registry (1 errors)"
