@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
 
+from distributed import Worker, WorkerPlugin
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 from prefect_dask import DaskTaskRunner
@@ -39,6 +41,33 @@ def share_api_url() -> None:
         url = server.api_url if server is not None and server.running else None
     if url:
         os.environ["PREFECT_API_URL"] = url
+
+
+class QuietShutdown(WorkerPlugin):
+    """Drop the traceback a closing worker logs when its last heartbeat meets its own closed comm.
+
+    When a search is interrupted the cluster closes while trials are running; distributed then
+    often logs "Failed to communicate with scheduler during heartbeat" with a traceback from a
+    worker that is already shutting down (a race inside distributed, harmless). Only that record,
+    and only from a worker that is closing, is dropped.
+    """
+
+    name = "tcr-pipeline-quiet-shutdown"
+
+    def setup(self, worker: Worker) -> None:
+        logging.getLogger("distributed.worker").addFilter(_ClosingHeartbeatFilter(worker))
+
+
+class _ClosingHeartbeatFilter(logging.Filter):
+    def __init__(self, worker: Worker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from distributed.core import Status
+
+        closing = self.worker.status in (Status.closing, Status.closing_gracefully, Status.closed)
+        return not (closing and record.getMessage().startswith("Failed to communicate with scheduler"))
 
 
 def check_cluster(cluster: str, overrides: dict[str, Any] | None = None) -> ClusterProfile:
@@ -80,7 +109,11 @@ def make_task_runner(
             **cluster_kwargs.get("scheduler_options", {}),
         }
     if profile.kind == "local":
-        kwargs["cluster_kwargs"] = {**kwargs["cluster_kwargs"], "n_workers": parallelism}
+        kwargs["cluster_kwargs"] = {
+            "plugins": {QuietShutdown()},
+            **kwargs["cluster_kwargs"],
+            "n_workers": parallelism,
+        }
         kwargs.pop("adapt_kwargs", None)
     elif kwargs.get("adapt_kwargs"):
         kwargs["adapt_kwargs"] = {**kwargs["adapt_kwargs"], "maximum": parallelism}

@@ -9,23 +9,33 @@ finishes the next TPE suggestion is submitted (no batch barrier).
 from __future__ import annotations
 
 import math
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.runner import make_task_runner, plan_parallelism
 from tcr_pipeline.baseline import evaluate_baseline
 from tcr_pipeline.config import EvaluateParams, Params, PrepareParams, SearchParams, TrainParams, load_params
 from tcr_pipeline.data import load_pairs
-from tcr_pipeline.errors import InfrastructureError
+from tcr_pipeline.errors import InfrastructureError, InputError
 from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.provenance import dvc_md5, git_state, gpu_name, package_versions
 from tcr_pipeline.search import SearchDriver, promote_best, register_top, run_trial
 from tcr_pipeline.splits import split_pairs
-from tcr_pipeline.store import RunManifest, Store, TrialRecord, new_run_id, now
+from tcr_pipeline.store import (
+    RunManifest,
+    Store,
+    TrialRecord,
+    check_resume_budget,
+    new_run_id,
+    now,
+)
 
 INFRA_RETRIES = 2  # resubmissions of a trial whose worker died
 # infrastructure failures in a row, per trial in flight, after which the search stops
@@ -256,26 +266,33 @@ def search_flow(
         logger.info("new run %s in %s", run_id, result_store.root)
     else:
         if manifest.data_sha256 != prepared.data_sha256:
-            raise ValueError(
+            raise InputError(
                 f"run {run_id} was started on data {manifest.data_sha256[:12]}, "
                 f"but {prepared_dir} holds {prepared.data_sha256[:12]}"
             )
+        check_resume_budget(result_store, run_id, params.search.max_evals)
         manifest = manifest.model_copy(
-            update={"status": "running", "finished": None, "max_evals": params.search.max_evals}
+            update={
+                "status": "running",
+                "finished": None,
+                "error": None,
+                "max_evals": params.search.max_evals,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
         )
         logger.info("resuming run %s", run_id)
     result_store.write_manifest(manifest)
-
-    if baseline and result_store.load_baseline(run_id) is None and prepared.meta.get("raw"):
-        baseline_task(
-            str(result_store.root),
-            run_id,
-            str(prepared.meta["raw"]),
-            prepared.meta["params"],
-            params.evaluate.threshold,
-        )
-    runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides, run_id)
     try:
+        if baseline and result_store.load_baseline(run_id) is None and prepared.meta.get("raw"):
+            baseline_task(
+                str(result_store.root),
+                run_id,
+                str(prepared.meta["raw"]),
+                prepared.meta["params"],
+                params.evaluate.threshold,
+            )
+        runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides, run_id)
         summary = search_trials.with_options(task_runner=runner)(  # type: ignore[arg-type]
             str(result_store.root),
             run_id,
@@ -295,7 +312,8 @@ def search_flow(
                 force,
             )
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        # Ctrl-C, or SIGTERM (Prefect's engine turns it into TerminationSignal): resumable, not failed
+        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, TerminationSignal)) else "failed"
         result_store.write_manifest(
             manifest.model_copy(
                 update={"status": status, "finished": now(), "error": f"{type(exc).__name__}: {exc}"}

@@ -118,8 +118,7 @@ def load_bundle(directory: Path | str, device: str = "cpu") -> Bundle:
     directory = Path(directory)
     card = load_card(directory)
     model = build_card_model(card)
-    state = torch.load(directory / WEIGHTS_FILE, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    _load_weights(model, directory / WEIGHTS_FILE, device)
     model.to(device).eval()
     return Bundle(model=model, encoder=load_encoder(directory / ENCODER_FILE), card=card, path=directory)
 
@@ -182,3 +181,39 @@ def predict_file(bundle: Bundle, source: Path | str, target: Path | str) -> pd.D
     result = predict_frame(bundle, frame, str(source))
     write_atomic(target, lambda tmp: result.to_csv(tmp, index=False))
     return result
+
+
+def _load_weights(model: nn.Module, path: Path, device: str) -> None:
+    """Load a state dict into ``model``; a missing, truncated, unsafe or mismatched file is an InputError."""
+    import pickle
+    import zipfile
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path.parent}: not a complete model bundle (no {path.name})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a weights file") from None
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, i.e. running the file's code: never do that
+        raise InputError(
+            f"{path}: refused, it holds more than tensors (only plain weights are loaded; "
+            "train or save the model again with tcr-pipeline)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputError(
+            f"{path}: not a readable weights file, truncated or corrupt ({_first(exc)})"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: not a state dict of tensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: does not fit the architecture in {CARD_FILE} ({_first(exc)})") from None
+
+
+def _first(exc: BaseException) -> str:
+    """The first line of an exception's message, without torch's indentation, at most 200 characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) if lines else type(exc).__name__
+    return text[:200]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -17,16 +21,33 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tcr_pipeline.bundle import CARD_FILE, load_bundle, load_card, predict_file
+from tcr_pipeline.bundle import (
+    CARD_FILE,
+    ENCODER_FILE,
+    VALIDATION_FILE,
+    WEIGHTS_FILE,
+    load_bundle,
+    load_card,
+    predict_file,
+)
 from tcr_pipeline.config import Params, load_params
-from tcr_pipeline.data import validate_file
+from tcr_pipeline.data import load_pairs, validate_file
 from tcr_pipeline.errors import InfrastructureError, InputError
-from tcr_pipeline.files import write_json_atomic, write_text_atomic
+from tcr_pipeline.files import check_output_files, check_output_target, write_json_atomic, write_text_atomic
 from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
 from tcr_pipeline.metrics import always_negative
 from tcr_pipeline.prepare import load_prepared, prepare_dataset
 from tcr_pipeline.recipe import fit_and_save
-from tcr_pipeline.store import RegistryEntry, Store, new_run_id
+from tcr_pipeline.store import (
+    RegistryEntry,
+    Store,
+    check_resume_budget,
+    check_run_id,
+    check_store,
+    mark_stale,
+    new_run_id,
+    now,
+)
 from tcr_pipeline.training import evaluate_model
 
 app = typer.Typer(
@@ -141,6 +162,7 @@ def train(
             "train.seed": seed,
         },
     )
+    check_output_files(out_dir, (WEIGHTS_FILE, ENCODER_FILE, CARD_FILE, VALIDATION_FILE))
     prepared = load_prepared(prepared_dir)
     with Progress(
         TextColumn("[bold]training"),
@@ -186,6 +208,10 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate a model on the validation and test splits; the test split is used only here."""
+    if metrics_file is not None:
+        check_output_target(metrics_file, inputs=(model_dir / CARD_FILE,))
+    if write_card:
+        check_output_target(model_dir / CARD_FILE)
     bundle = load_bundle(model_dir)
     prepared = load_prepared(prepared_dir)
     if prepared.data_sha256 != bundle.card.data_sha256:
@@ -257,8 +283,175 @@ def _search_progress(store: Store, run_id: str, total: int) -> Iterator[None]:
             thread.join()
 
 
+def _search_overrides(
+    max_evals: int | None, parallelism: int | None, cluster: str | None, objective: str | None
+) -> dict[str, Any]:
+    return {
+        "search.max_evals": max_evals,
+        "search.parallelism": parallelism,
+        "search.cluster": cluster,
+        "evaluate.objective": objective,
+    }
+
+
+@contextmanager
+def _prefect_server() -> Iterator[None]:
+    """A temporary Prefect server for a flow command when none is configured, in its own session.
+
+    Prefect would start one itself, but as a child in our process group: Ctrl-C in a terminal
+    reaches every process of the group, the server dies first, and the interrupted flow then
+    retries its state updates against it for minutes. Here the server runs in a new session, so
+    only this process sees the signal; it stops the flow (run recorded as ``interrupted``), the
+    Dask cluster, and then the server.
+    """
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    _quiet_input_errors()
+    settings = get_current_settings()
+    if os.environ.get("PREFECT_API_URL") or settings.api.url:  # a server is configured: use it
+        yield
+        return
+    import httpx
+    import prefect
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    command = [
+        sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+        "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "error", "--lifespan", "on",
+    ]  # fmt: skip
+    env = {**os.environ, **server_env, **settings.to_environment_variables(exclude_unset=True)}
+    server = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    try:
+        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"The temporary Prefect API server exited with status {server.returncode} on start."
+                )
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"Timed out after {timeout:.0f} s while attempting to connect to the temporary "
+                    "Prefect API server."
+                )
+            time.sleep(0.2)
+        os.environ["PREFECT_API_URL"] = url  # Dask worker processes report to the same server
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            try:
+                yield
+            finally:
+                _drain_prefect_services()
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@contextmanager
+def _interrupted_run(store: Store, run_id: str) -> Iterator[None]:
+    """On an interruption, make sure the run is recorded as ``interrupted`` and say how to resume it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        manifest = store.load_manifest(run_id)
+        if manifest is not None:
+            if manifest.status == "running":  # stopped before the flow could record it
+                store.write_manifest(manifest.model_copy(update={"status": "interrupted", "finished": now()}))
+            _interruption["note"] = (
+                f"run {run_id} recorded as interrupted in {store.root}; resume it with --run-id {run_id}"
+            )
+        raise
+
+
+class _InputErrorFilter(logging.Filter):
+    """Drop Prefect's log records of an InputError (with their traceback): main() prints it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], InputError))
+
+
+def _quiet_input_errors() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _InputErrorFilter) for f in handler.filters):
+            handler.addFilter(_InputErrorFilter())
+
+
+def _die_with_parent() -> None:
+    """In the server process: get SIGTERM when this process dies, even by SIGKILL (Linux only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _drain_prefect_services() -> None:
+    """Send Prefect's queued logs and events while the server is still up (as its test harness does)."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:  # never started
+            pass
+        drained = EventsWorker.drain_all()
+        if inspect.isawaitable(drained):
+            await drained
+
+    run_coro_as_sync(drain())
+
+
 def _params_path(params_file: Path | None) -> str | None:
     return str(params_file) if params_file else "params.yaml"
+
+
+def _check_search(
+    params: Params, result_store: Store, run_id: str | None, prepared_dir: Path, *, prepared: bool
+) -> str:
+    """Everything about a search that can be checked before a Prefect server or Dask cluster starts.
+
+    ``prepared``: the prepared directory must already hold data (``search``), else it is an
+    output (``pipeline`` prepares it). Returns the run id (a new one when none was given).
+    """
+    from tcr_pipeline.clusters import load_profile
+    from tcr_pipeline.prepare import ENCODER_FILE as PREPARED_ENCODER
+    from tcr_pipeline.prepare import META_FILE, TENSORS_FILE, read_prepared_meta
+
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id()
+    check_output_target(result_store.root, directory=True)
+    load_profile(params.search.cluster)
+    manifest = result_store.load_manifest(run_id)
+    if manifest is not None:
+        check_resume_budget(result_store, run_id, params.search.max_evals)
+    if prepared:
+        meta = read_prepared_meta(prepared_dir)
+        if manifest is not None and manifest.data_sha256 != meta["data_sha256"]:
+            raise InputError(
+                f"{prepared_dir}: holds data {meta['data_sha256'][:12]}, but run {run_id} was started on "
+                f"{manifest.data_sha256[:12]} (prepare that data again, or start a new run)"
+            )
+    else:
+        check_output_files(prepared_dir, (TENSORS_FILE, PREPARED_ENCODER, META_FILE))
+    return run_id
 
 
 @app.command()
@@ -280,12 +473,16 @@ def search(
     from flows.runner import check_cluster
     from flows.search import search_flow
 
-    # read (and check) the configuration here, before a Prefect server starts
-    params = _params(params_file, {"search.max_evals": max_evals, "evaluate.objective": objective})
+    # read (and check) the configuration and the inputs here, before a Prefect server starts
+    params = _params(params_file, _search_overrides(max_evals, parallelism, cluster, objective))
     check_cluster(cluster or params.search.cluster)  # workers on other nodes need a reachable API
     result_store = Store.from_env(store)
-    run_id = run_id or new_run_id()
-    with _search_progress(result_store, run_id, params.search.max_evals):
+    run_id = _check_search(params, result_store, run_id, prepared_dir, prepared=True)
+    with (
+        _interrupted_run(result_store, run_id),
+        _prefect_server(),
+        _search_progress(result_store, run_id, params.search.max_evals),
+    ):
         outcome = search_flow(
             run_id=run_id,
             max_evals=max_evals,
@@ -320,12 +517,23 @@ def pipeline(
     from flows.pipeline import pipeline_flow
     from flows.runner import check_cluster
 
-    # read (and check) the configuration here, before a Prefect server starts
-    params = _params(params_file, {"search.max_evals": max_evals, "evaluate.objective": objective})
+    # read (and check) the configuration and the inputs here, before a Prefect server starts
+    params = _params(
+        params_file,
+        {
+            **_search_overrides(max_evals, parallelism, cluster, objective),
+            "data.raw": str(data) if data else None,
+        },
+    )
     check_cluster(cluster or params.search.cluster)  # workers on other nodes need a reachable API
     result_store = Store.from_env(store)
-    run_id = run_id or new_run_id()
-    with _search_progress(result_store, run_id, params.search.max_evals):
+    run_id = _check_search(params, result_store, run_id, prepared_dir, prepared=False)
+    load_pairs(params.data.raw, require_clone_id=params.prepare.use_clone_id)  # the data, row by row
+    with (
+        _interrupted_run(result_store, run_id),
+        _prefect_server(),
+        _search_progress(result_store, run_id, params.search.max_evals),
+    ):
         outcome = pipeline_flow(
             data=str(data) if data else None,
             run_id=run_id,
@@ -367,6 +575,14 @@ def runs(store: StoreOption = None) -> None:
             manifest.data_sha256[:12],
         )
     out.print(table)
+    damage = check_store(result_store)
+    if damage:
+        console.print(
+            f"{len(damage)} damaged record(s) or stale run(s), skipped: tcr-pipeline store check --store "
+            f"{result_store.root}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -445,15 +661,22 @@ def monitor(
     from tcr_pipeline.monitoring import EXIT_CODES
 
     result_store = Store.from_env(store)
-    outcome = monitor_flow(
-        store=str(result_store.root),
-        labels=str(labels) if labels else None,
-        window=window,
-        since_hours=since_hours,
-        model_id=model,
-        reference_data=str(reference_data) if reference_data else None,
-        params_file=_params_path(params_file),
-    )
+    # checked here, before a Prefect server starts
+    if not result_store.root.is_dir():
+        raise InputError(f"{result_store.root}: no such store directory (pass --store or set TCR_STORE)")
+    _params(params_file, {})
+    if labels is not None:
+        load_pairs(labels)
+    with _prefect_server():
+        outcome = monitor_flow(
+            store=str(result_store.root),
+            labels=str(labels) if labels else None,
+            window=window,
+            since_hours=since_hours,
+            model_id=model,
+            reference_data=str(reference_data) if reference_data else None,
+            params_file=_params_path(params_file),
+        )
     out.print(
         f"{outcome['status']}: {len(outcome['alerts'])} alert(s), report {outcome['report']}",
         markup=False,
@@ -483,6 +706,7 @@ def predict(
     ] = False,
 ) -> None:
     """Score pairs: every input column plus score, prediction and error (empty when the row was valid)."""
+    check_output_target(output, inputs=(input_csv,))
     result_store = Store.from_env(store)
     if log:
         from tcr_pipeline.querylog import model_id_for, query_log_path
@@ -525,11 +749,12 @@ def baseline(
 ) -> None:
     """Per-epitope logistic regression on CDR3 2–3-mers + one-hot V/J, on the same split as `prepare`."""
     from tcr_pipeline.baseline import evaluate_baseline
-    from tcr_pipeline.data import load_pairs
     from tcr_pipeline.files import sha256_file
     from tcr_pipeline.splits import split_pairs
 
     params = _params(params_file, {"data.raw": str(data) if data else None, "prepare.split": split})
+    if metrics_file is not None:
+        check_output_target(metrics_file, inputs=(params.data.raw,))
     frame = load_pairs(params.data.raw)
     metrics = evaluate_baseline(frame, split_pairs(frame, params.prepare), params.evaluate.threshold)
     if metrics_file is not None:
@@ -566,12 +791,48 @@ def dashboard_command(
             "pip install 'tcr-pipeline[dashboard]'"
         ) from None
     serve_dashboard(result_store.root, host=host, port=port, auth_file=auth_file)
+    if "signal" in _interruption:  # the web server catches the interrupt and returns: still exit 130
+        raise typer.Exit(130)
 
 
 @app.command()
 def show(model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")]) -> None:
     """Print a model bundle's card as JSON."""
     out.print_json(load_card(model_dir).model_dump_json())
+
+
+store_app = typer.Typer(
+    help="Check a result store: damaged records, runs left `running`.", no_args_is_help=True
+)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("check")
+def store_check(
+    store: StoreOption = None,
+    mark: Annotated[
+        bool, typer.Option("--mark", help="Record stale `running` runs as `interrupted` (resumable).")
+    ] = False,
+) -> None:
+    """List damaged records and stale runs (`running`, but their process on this host is gone).
+
+    Exit status 0 when there is nothing to report, 1 otherwise (after --mark: 1 only for damage
+    that marking does not fix). Damaged records are skipped by every reader; a damaged trial is
+    run again when its run is resumed.
+    """
+    result_store = Store.from_env(store)
+    if not result_store.root.is_dir():
+        raise InputError(f"{result_store.root}: no such store directory (pass --store or set TCR_STORE)")
+    left = 0
+    for damage in check_store(result_store):
+        if mark and damage.stale and damage.run_id:
+            mark_stale(result_store, damage.run_id)
+            out.print(f"{damage} → marked interrupted", markup=False, highlight=False, soft_wrap=True)
+            continue
+        out.print(str(damage), markup=False, highlight=False, soft_wrap=True)
+        left += 1
+    console.print(f"{result_store.root}: {left or 'no'} problem(s) left", markup=False)
+    raise typer.Exit(1 if left else 0)
 
 
 slurm_app = typer.Typer(help="Cluster profiles and the SLURM job scripts they submit.", no_args_is_help=True)
@@ -602,14 +863,43 @@ def slurm_script(
     out.print(render_job_script(load_profile(profile)), markup=False, highlight=False, soft_wrap=True)
 
 
+_interruption: dict[str, str] = {}  # the signal that stopped the command, and what became of its work
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _interruption.setdefault("signal", signal.Signals(signum).name)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, so every command stops the
+    same way: temporary files are removed, a search records its run as ``interrupted``, exit 130.
+
+    SIGINT is caught even when the shell started us with it ignored (a background job), so that
+    ``kill -INT`` always stops a command.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main() -> None:
     """Entry point: run the app, turning bad input into one line on stderr and exit status 2."""
     # Without PREFECT_API_URL the flow commands start a temporary Prefect server; Prefect waits
     # 20 s for it by default, too little on a busy two-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lab's server
+    _interruption.clear()
     try:
-        app()
+        with _stop_on_signals():
+            app()
     except InputError as exc:
         console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -628,9 +918,29 @@ def main() -> None:
             soft_wrap=True,
         )
         sys.exit(1)
-    except KeyboardInterrupt:
-        console.print("interrupted", markup=False)
+    except (
+        OSError
+    ) as exc:  # the system refused (disk full, a read-only filesystem…): one line, not a traceback
+        if exc.filename is None:
+            raise
+        console.print(
+            f"error: {exc.filename}: {exc.strerror or exc}", markup=False, highlight=False, soft_wrap=True
+        )
+        sys.exit(1)
+    except KeyboardInterrupt:  # typer turns it into exit status 130 itself; this is in case it does not
+        _report_interruption()
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:
+            _report_interruption()
+        raise
+
+
+def _report_interruption() -> None:
+    what = _interruption.get("note", "stopped; no half-written file was left")
+    console.print(
+        f"interrupted by {_interruption.get('signal', 'SIGINT')}: {what}", markup=False, soft_wrap=True
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ line 2), so ``file:row:column: message`` points an editor at the right place.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,15 @@ class _TableError(InputError):
 
 
 def read_table(path: Path | str) -> pd.DataFrame:
-    """Read a CSV as strings; raise :class:`InputError` for a file that cannot be a pair table."""
+    """Read a CSV as strings; raise :class:`InputError` for a file that cannot be a pair table.
+
+    The frame's index is each row's line in the file, counted as an editor counts: a quoted
+    value that spans lines moves the following rows down. A row with more fields than the
+    header, a header naming a column twice and a file without data rows are refused (pandas
+    would take surplus leading fields as an index and shift every column, and would rename a
+    second ``Label`` to ``Label.1``). A row with fewer fields is padded with empty values,
+    which the value checks then report.
+    """
     path = Path(path)
     if not path.exists():
         raise _TableError(Problem(str(path), 0, "-", "no such file"))
@@ -72,28 +81,63 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise _TableError(Problem(str(path), 1, "-", "file is empty"))
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            sample = handle.read(1 << 16)
-        if "\x00" in sample:
-            raise _TableError(Problem(str(path), 1, "-", "not a CSV file (binary content)"))
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False)
+            text = handle.read()
     except UnicodeDecodeError:
         raise _TableError(Problem(str(path), 1, "-", "not a CSV file (not UTF-8 text)")) from None
-    except (pd.errors.ParserError, csv.Error) as exc:
-        match = re.search(r"line (\d+)", str(exc))
-        row = int(match.group(1)) if match else 0
-        problem = Problem(str(path), row, "-", f"not a well-formed CSV ({_first_line(exc)})")
-        raise _TableError(problem) from None
-    except pd.errors.EmptyDataError:
-        raise _TableError(Problem(str(path), 1, "-", "file is empty")) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    if "\x00" in text[: 1 << 16]:
+        raise _TableError(Problem(str(path), 1, "-", "not a CSV file (binary content)"))
+    header, rows, lines = _parse_csv(text, str(path))
+    frame = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)
     # index = the row's line in the file; blank lines are dropped but still counted
-    frame.index = pd.RangeIndex(2, len(frame) + 2)
+    frame.index = pd.Index(lines, dtype="int64")
     blank = (frame == "").all(axis=1) if len(frame.columns) else pd.Series(False, index=frame.index)
-    return frame[~blank]
+    frame = frame[~blank]
+    if frame.empty:
+        raise _TableError(Problem(str(path), 2, "-", "no data rows"))
+    return frame
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+def _parse_csv(text: str, path: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows padded to the header's width, and the line each row starts on."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header: list[str] = []
+        while not header:  # leading blank lines
+            header = [c.strip() for c in next(reader)]
+    except StopIteration:
+        raise _TableError(Problem(path, 1, "-", "file is empty")) from None
+    except csv.Error as exc:
+        raise _TableError(Problem(path, reader.line_num, "-", f"not a well-formed CSV ({exc})")) from None
+    header_line = reader.line_num
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if name in seen:
+            raise _TableError(
+                Problem(
+                    path,
+                    header_line,
+                    name or "-",
+                    f"column named twice (columns {seen[name]} and {position})",
+                )
+            )
+        seen[name] = position
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    start = header_line + 1
+    try:
+        for record in reader:
+            if len(record) > len(header):
+                message = (
+                    f"not a well-formed CSV (line {start} has {len(record)} fields, the header {len(header)})"
+                )
+                raise _TableError(Problem(path, start, "-", message))
+            if record:
+                rows.append(record + [""] * (len(header) - len(record)))
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise _TableError(Problem(path, start, "-", f"not a well-formed CSV ({exc})")) from None
+    return header, rows, lines
 
 
 def check_columns(frame: pd.DataFrame, path: str, require_label: bool) -> list[Problem]:

@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes, content hashes, and the permissions of shared folders.
+"""Small file helpers: atomic writes, content hashes, checks of output paths, and the permissions of
+shared folders.
 
 Permissions follow the usual Unix rules, so a store on a shared filesystem can be shared with a
 lab: files are created ``0o666 & ~umask`` and folders ``0o777 & ~umask``. Below a *setgid*
@@ -141,3 +142,76 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
 def write_json_atomic(path: Path | str, payload: Any) -> Path:
     """Write JSON (indented, sorted keys) atomically."""
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def check_output_target(
+    path: Path | str, *, inputs: tuple[Path | str, ...] = (), directory: bool = False
+) -> Path:
+    """Refuse an output path that would replace something it must not; return it as a Path.
+
+    A file output (``directory=False``) may only replace an existing *regular* file: never a
+    device node, FIFO, socket or directory (``-o /dev/full`` run as root would otherwise turn the
+    device into a file), never one of ``inputs`` (the same file under any name). A directory
+    output may only be an existing directory. In both cases every existing ancestor must be a
+    directory. Raises :class:`InputError` with one line naming the path.
+    """
+    path = Path(path)
+    existing = path.absolute().parent
+    for parent in path.absolute().parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise InputError(f"{path}: cannot write here, {parent} is not a directory")
+            existing = parent
+            break
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError(f"{path}: is a dangling symbolic link, refusing to write through it") from None
+        return _writable(path, existing)  # it will be created below the nearest existing directory
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write here ({exc.strerror})") from None
+    if directory:
+        if not stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{path}: exists and is not a directory ({_kind(info.st_mode)})")
+        return _writable(path, path)
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{path}: is a directory, expected a file name for the output")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: is a {_kind(info.st_mode)}, refusing to replace it with a file")
+    for source in inputs:
+        try:
+            same = os.path.samefile(path, source)
+        except OSError:
+            continue
+        if same:
+            raise InputError(f"{path}: is the input file {source}; write the output elsewhere")
+    return _writable(path, path.parent)  # replaced by a rename in its directory
+
+
+def _writable(path: Path, directory: Path) -> Path:
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write here, no permission to write in {directory}")
+    return path
+
+
+def check_output_files(
+    directory: Path | str, names: tuple[str, ...], *, inputs: tuple[Path | str, ...] = ()
+) -> Path:
+    """:func:`check_output_target` for a directory and the named files a command writes into it."""
+    directory = check_output_target(directory, directory=True)
+    for name in names:
+        check_output_target(directory / name, inputs=inputs)
+    return directory
+
+
+def _kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISDIR: "directory",
+        stat.S_ISCHR: "character device",
+        stat.S_ISBLK: "block device",
+        stat.S_ISFIFO: "FIFO",
+        stat.S_ISSOCK: "socket",
+        stat.S_ISREG: "regular file",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "special file")

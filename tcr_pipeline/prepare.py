@@ -15,7 +15,7 @@ from tcr_pipeline.config import PrepareParams
 from tcr_pipeline.data import COLUMNS, load_pairs, tcr_keys
 from tcr_pipeline.encoding import AnyEncoder, fit_encoder, load_encoder
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.files import sha256_file, write_atomic, write_json_atomic
+from tcr_pipeline.files import check_output_files, sha256_file, write_atomic, write_json_atomic
 from tcr_pipeline.splits import SPLITS, split_pairs
 
 ENCODER_FILE = "encoder.json"
@@ -95,7 +95,7 @@ def encode_pairs(frame: pd.DataFrame, params: PrepareParams, data_sha256: str) -
 
 def prepare_dataset(raw: Path | str, params: PrepareParams, out_dir: Path | str) -> Prepared:
     """Validate, encode and split ``raw``; write encoder, tensors and metadata to ``out_dir``."""
-    out_dir = Path(out_dir)
+    out_dir = check_output_files(out_dir, (TENSORS_FILE, ENCODER_FILE, META_FILE), inputs=(raw,))
     frame = load_pairs(raw, require_label=True, require_clone_id=params.use_clone_id)
     prepared = encode_pairs(frame, params, sha256_file(raw))
     prepared.meta["raw"] = str(raw)
@@ -113,22 +113,43 @@ def prepare_dataset(raw: Path | str, params: PrepareParams, out_dir: Path | str)
     return prepared
 
 
-def load_prepared(directory: Path | str) -> Prepared:
-    """Load what :func:`prepare_dataset` wrote (tensors load with ``weights_only=True``)."""
+def read_prepared_meta(directory: Path | str) -> dict[str, Any]:
+    """The metadata of a prepared data directory, checking that its three files are there (cheap)."""
     directory = Path(directory)
-    missing = [f for f in (TENSORS_FILE, ENCODER_FILE, META_FILE) if not (directory / f).exists()]
+    missing = [f for f in (TENSORS_FILE, ENCODER_FILE, META_FILE) if not (directory / f).is_file()]
     if missing:
         raise InputError(
             f"{directory}: not a prepared data directory (missing {', '.join(missing)}; "
             "run `tcr-pipeline prepare` first)"
         )
-    tensors = torch.load(directory / TENSORS_FILE, weights_only=True)
-    meta = json.loads((directory / META_FILE).read_text())
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{directory / META_FILE}: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("data_sha256"), str):
+        raise InputError(f"{directory / META_FILE}: not prepared metadata (no data_sha256)")
+    return meta
+
+
+def load_prepared(directory: Path | str) -> Prepared:
+    """Load what :func:`prepare_dataset` wrote (tensors load with ``weights_only=True``)."""
+    directory = Path(directory)
+    meta = read_prepared_meta(directory)
+    try:
+        tensors = torch.load(directory / TENSORS_FILE, weights_only=True)
+        features, labels, split, epitope = (
+            tensors["features"], tensors["labels"], tensors["split"], tensors["epitope"]
+        )  # fmt: skip
+    except Exception as exc:  # truncated, corrupt, not ours: never a traceback, never weights_only=False
+        raise InputError(
+            f"{directory / TENSORS_FILE}: not readable prepared tensors ({exc.__class__.__name__}); "
+            "run `tcr-pipeline prepare` again"
+        ) from None
     return Prepared(
-        features=tensors["features"],
-        labels=tensors["labels"],
-        split=tensors["split"],
-        epitope=tensors["epitope"],
+        features=features,
+        labels=labels,
+        split=split,
+        epitope=epitope,
         epitope_names=list(meta["epitope_names"]),
         encoder=load_encoder(directory / ENCODER_FILE),
         meta=meta,
@@ -136,4 +157,4 @@ def load_prepared(directory: Path | str) -> Prepared:
     )
 
 
-__all__ = ["COLUMNS", "Prepared", "encode_pairs", "load_prepared", "prepare_dataset"]
+__all__ = ["COLUMNS", "Prepared", "encode_pairs", "load_prepared", "prepare_dataset", "read_prepared_meta"]

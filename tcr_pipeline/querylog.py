@@ -231,10 +231,10 @@ def model_id_for(store_root: Path | str, name: str) -> str:
     registry id as it is, a bundle directory as its path."""
     from tcr_pipeline.store import Store
 
+    if name != "best":  # a registry id or a path: the registry is not read (it may be damaged)
+        return name
     registry = Store(store_root).load_registry()
-    if name == "best" and registry.current:
-        return registry.current
-    return name
+    return registry.current or name
 
 
 def log_prediction(

@@ -22,10 +22,12 @@ import fcntl
 import json
 import math
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -43,6 +45,9 @@ REGISTRY_FILE = "registry.json"
 BASELINE_FILE = "baseline.json"
 MODEL_DIR = "model"
 R = TypeVar("R", bound=BaseModel)
+# a run id names a directory under STORE/runs: one path component, never hidden, never . or ..
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+RUN_ID_RULE = "1-128 letters, digits, '-', '_' or '.', not starting with '.'"
 
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 TrialStatus = Literal["running", "ok", "failed"]
@@ -78,6 +83,7 @@ class RunManifest(_Record):
     dvc_md5: str | None = None
     packages: dict[str, str] = Field(default_factory=dict)
     host: str = Field(default_factory=socket.gethostname)
+    pid: int | None = Field(default_factory=os.getpid)  # the process that runs the search (stale-run check)
     gpu: str | None = None
     error: str | None = None
 
@@ -196,6 +202,17 @@ def new_attempt_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is a valid run id (:data:`RUN_ID_PATTERN`), else :class:`InputError`.
+
+    A run id becomes a directory name: ``../x`` would write outside the store, ``a/b`` would be
+    a run that ``list_runs`` never finds.
+    """
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise InputError(f"run id {run_id!r}: not a valid run id ({RUN_ID_RULE})")
+    return run_id
+
+
 def new_run_id() -> str:
     """A sortable run id: UTC time plus a random suffix."""
     return f"{now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -225,7 +242,7 @@ class Store:
 
     # runs ---------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
-        return self.root / "runs" / run_id
+        return self.root / "runs" / check_run_id(run_id)
 
     def write_manifest(self, manifest: RunManifest) -> None:
         self._prepare()
@@ -239,7 +256,11 @@ class Store:
         runs_dir = self.root / "runs"
         if not runs_dir.is_dir():
             return []
-        manifests = [self.load_manifest(p.name) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
+        manifests = [
+            _read_or_skip(p / MANIFEST_FILE, RunManifest)
+            for p in sorted(runs_dir.iterdir())
+            if p.is_dir() and RUN_ID_PATTERN.fullmatch(p.name)
+        ]
         return sorted((m for m in manifests if m is not None), key=lambda m: m.started)
 
     def write_baseline(self, run_id: str, metrics: dict[str, dict[str, float]]) -> None:
@@ -265,7 +286,7 @@ class Store:
         _write_record(self.attempt_dir(record.run_id, record.trial_id, record.attempt) / TRIAL_FILE, record)
 
     def trial_attempts(self, run_id: str) -> Iterator[TrialRecord]:
-        """Every readable attempt record of a run."""
+        """Every readable attempt record of a run (a damaged one is skipped: see :meth:`check`)."""
         trials_dir = self.run_dir(run_id) / "trials"
         if not trials_dir.is_dir():
             return
@@ -273,7 +294,7 @@ class Store:
             if not trial_dir.is_dir():
                 continue
             for attempt_dir in sorted(trial_dir.iterdir()):
-                record = _read_record(attempt_dir / TRIAL_FILE, TrialRecord)
+                record = _read_or_skip(attempt_dir / TRIAL_FILE, TrialRecord)
                 if record is not None:
                     yield record
 
@@ -294,7 +315,7 @@ class Store:
         done = [
             r
             for p in sorted(trial_dir.iterdir())
-            if (r := _read_record(p / TRIAL_FILE, TrialRecord)) is not None and r.done
+            if (r := _read_or_skip(p / TRIAL_FILE, TrialRecord)) is not None and r.done
         ]
         return min(done, key=_finish_key) if done else None
 
@@ -319,7 +340,13 @@ class Store:
         _write_record(self.root / REGISTRY_FILE, registry)
 
     def resolve_model(self, name: str) -> Path:
-        """A model directory from ``best``, a registry id (``RUN/TID``) or a path."""
+        """A model directory from ``best``, a registry id (``RUN/TID``) or a path.
+
+        A path to a bundle directory is used as it is: the registry is not read, so a damaged
+        registry does not stop ``predict --model /path/to/bundle``.
+        """
+        if name != "best" and (Path(name) / "card.json").is_file():
+            return Path(name)
         if name == "best":
             entry = self.load_registry().current_entry
             if entry is None:
@@ -329,6 +356,120 @@ class Store:
         if entry is not None:
             return self.root / entry.path
         return Path(name)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A record that cannot be read, or a run whose owner died while it was ``running``."""
+
+    path: Path
+    problem: str
+    run_id: str | None = None
+    stale: bool = False  # a run left `running` by a dead process (``mark_stale`` can fix it)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def check_store(store: Store) -> list[Damage]:
+    """Every damaged record and every stale ``running`` run of a store (read-only).
+
+    A run is stale when its manifest says ``running`` and names this host and a process id that
+    no longer exists here. Runs owned by another host are not judged (their process cannot be
+    seen from here).
+    """
+    found: list[Damage] = []
+    registry = store.root / REGISTRY_FILE
+    if registry.exists():
+        found.extend(_damage(registry, Registry))
+    runs_dir = store.root / "runs"
+    if not runs_dir.is_dir():
+        return found
+    for run_dir in sorted(runs_dir.iterdir()):
+        if not run_dir.is_dir():
+            continue
+        if not RUN_ID_PATTERN.fullmatch(run_dir.name):
+            found.append(Damage(run_dir, "not a valid run id; ignored by every reader"))
+            continue
+        damage = _damage(run_dir / MANIFEST_FILE, RunManifest)
+        found.extend(damage)
+        manifest = None if damage else _read_or_skip(run_dir / MANIFEST_FILE, RunManifest)
+        if manifest is None and not damage:
+            found.append(Damage(run_dir / MANIFEST_FILE, "missing: the run is not listed", run_dir.name))
+        trials_dir = run_dir / "trials"
+        if trials_dir.is_dir():
+            for trial_file in sorted(trials_dir.glob(f"*/*/{TRIAL_FILE}")):
+                found.extend(_damage(trial_file, TrialRecord))
+        if manifest is not None and manifest.status == "running" and _owner_gone(manifest):
+            found.append(
+                Damage(
+                    run_dir / MANIFEST_FILE,
+                    f"stale: `running`, but its process {manifest.pid} on {manifest.host} is gone",
+                    manifest.run_id,
+                    stale=True,
+                )
+            )
+    return found
+
+
+def check_resume_budget(store: Store, run_id: str, max_evals: int) -> int:
+    """The number of finished trials of a run; InputError when ``max_evals`` is below it."""
+    finished = sum(t.done for t in store.list_trials(run_id))
+    if max_evals < finished:
+        raise InputError(
+            f"run {run_id}: already has {finished} finished trials, --max-evals {max_evals} is below that "
+            "(max_evals counts every trial of the run)"
+        )
+    return finished
+
+
+def mark_stale(store: Store, run_id: str) -> RunManifest:
+    """Record a stale run as ``interrupted`` (resumable with its run id)."""
+    manifest = store.load_manifest(run_id)
+    if manifest is None:
+        raise InputError(f"run {run_id}: no manifest")
+    marked = manifest.model_copy(
+        update={
+            "status": "interrupted",
+            "finished": now(),
+            "error": f"its process {manifest.pid} on {manifest.host} died while the run was running",
+        }
+    )
+    store.write_manifest(marked)
+    return marked
+
+
+def _owner_gone(manifest: RunManifest) -> bool:
+    if manifest.pid is None or manifest.host != socket.gethostname():
+        return False
+    try:
+        os.kill(manifest.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _damage(path: Path, kind: type[BaseModel]) -> list[Damage]:
+    try:
+        _read_record(path, kind)
+    except InputError as exc:
+        return [Damage(path, str(exc).removeprefix(f"{path}: "), _run_of(path))]
+    return []
+
+
+def _run_of(path: Path) -> str | None:
+    parts = path.parts
+    return parts[parts.index("runs") + 1] if "runs" in parts[:-1] else None
+
+
+def _read_or_skip(path: Path, kind: type[R]) -> R | None:
+    """A record, or None when it does not exist or is damaged (``check_store`` lists those)."""
+    try:
+        return _read_record(path, kind)
+    except InputError:
+        return None
 
 
 def _finish_key(record: TrialRecord) -> tuple[datetime, str]:
@@ -348,10 +489,12 @@ def _write_record(path: Path, record: BaseModel) -> None:
 
 
 def _read_record(path: Path, kind: type[R]) -> R | None:
-    """A record, or None when the file does not exist (yet)."""
+    """A record, or None when the file does not exist (yet); InputError when it is damaged."""
     try:
-        return kind.model_validate_json(path.read_text())
+        return kind.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         return None
     except ValidationError as exc:
         raise InputError(f"{path}: not a valid {kind.__name__} ({exc.error_count()} errors)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None

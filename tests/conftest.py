@@ -539,13 +539,13 @@ BAD_INPUTS = [
     ),
     # a header and no rows
     BadInput("header-only", _text([HEADER]), "2", "-", "no data rows"),
-    # a row with one field too many: pandas cannot parse the table
+    # a row with one field too many
     BadInput(
         "ragged-row-too-many-fields",
         _text([*_lines()[:3], _lines()[3] + ",extra", *_lines()[4:]]),
         "4",
         "-",
-        "not a well-formed CSV (Error tokenizing data. C error: Expected 10 fields in line 4, saw 11)",
+        "not a well-formed CSV (line 4 has 11 fields, the header 10)",
         file_level=True,
     ),
     # ---- one row -------------------------------------------------------------------------------

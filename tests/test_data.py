@@ -142,3 +142,52 @@ def test_row_numbers_count_blank_lines(tmp_path: Path, shipped_csv: Path) -> Non
     path.write_text("\n".join([header, first, "", bad, third]) + "\n")  # the bad row is line 4
     problems = validate_file(path)
     assert [(p.row, p.column) for p in problems] == [(4, "CDR3_beta")]
+
+
+# ---- CSV structure: surplus fields, repeated columns, quoted line breaks -----------------------
+
+
+def _shipped_lines(shipped_csv: Path, count: int = 6) -> list[str]:
+    return shipped_csv.read_text().splitlines()[:count]
+
+
+def test_surplus_fields_in_the_first_row_are_one_problem(tmp_path: Path, shipped_csv: Path) -> None:
+    """pandas would take the two surplus leading fields as an index and shift every column."""
+    header, *rows = _shipped_lines(shipped_csv)
+    path = tmp_path / "twelve.csv"
+    path.write_text("\n".join([header, rows[0] + ",x,y", *rows[1:]]) + "\n")
+    assert [str(p) for p in validate_file(path)] == [
+        f"{path}:2:-: not a well-formed CSV (line 2 has 12 fields, the header 10)"
+    ]
+
+
+@pytest.mark.parametrize("column", ["Label", "Epitope", "CDR3_beta"])
+def test_a_column_named_twice_is_refused(tmp_path: Path, shipped_csv: Path, column: str) -> None:
+    header, *rows = _shipped_lines(shipped_csv)
+    second = COLUMNS.index(column) + 1
+    path = tmp_path / "twice.csv"
+    path.write_text(
+        "\n".join([f"{header},{column}", *(f"{row},{row.split(',')[second - 1]}" for row in rows)])
+    )
+    assert [str(p) for p in validate_file(path)] == [
+        f"{path}:1:{column}: column named twice (columns {second} and 11)"
+    ]
+
+
+def test_rows_after_a_quoted_line_break_keep_their_file_line(tmp_path: Path, shipped_csv: Path) -> None:
+    header, *rows = _shipped_lines(shipped_csv)
+    bad = rows[2].replace(rows[2].split(",")[1], "CASSX1F", 1)  # CDR3_beta
+    path = tmp_path / "note.csv"
+    # line 2-3: one row whose note spans two lines; line 4: a row; line 5: the bad row
+    path.write_text(f'{header},note\n{rows[0]},"two\nlines"\n{rows[1]},\n{bad},\n')
+    [problem] = validate_file(path)
+    assert (problem.row, problem.column) == (5, "CDR3_beta")
+
+
+def test_a_header_without_rows_is_refused_everywhere(tmp_path: Path, shipped_csv: Path) -> None:
+    from tcr_pipeline.data import read_table
+
+    path = tmp_path / "header.csv"
+    path.write_text(_shipped_lines(shipped_csv)[0] + "\n\n")
+    with pytest.raises(InputError, match=r"header\.csv:2:-: no data rows"):
+        read_table(path)  # what predict reads
