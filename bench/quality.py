@@ -14,7 +14,7 @@ out-of-fold scores; per-epitope AUCs with 95 % bootstrap intervals (resampling T
 difference search − baseline with its paired 95 % interval (``tcr_pipeline.comparison``). Results
 go to ``bench/results/quality.json`` and a plot to ``bench/results/quality.png``.
 
-    python bench/quality.py                         # the default budget (≈ 25 min on 2 cores)
+    python bench/quality.py --jobs 2                # the default budget, two outer folds at a time
     python bench/quality.py --max-evals 16          # another budget
     python bench/quality.py --quick --out /tmp/q.json   # smoke test: 2 folds, 2 trials, 2 epochs
 """
@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -177,10 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--resamples", type=int, default=1000, help="bootstrap resamples (default: %(default)s)"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="outer folds at once (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="2 folds, 2 trials of 2 epochs: a smoke test")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"), help="result JSON")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1)))
     overrides: dict[str, Any] = {"search.max_evals": args.max_evals, "train.device": "cpu"}
     if args.quick:
         args.folds = 2
@@ -199,37 +201,22 @@ def main(argv: list[str] | None = None) -> None:
     scores = {"search": np.full(len(frame), np.nan), "baseline": np.full(len(frame), np.nan)}
     folds: list[dict[str, Any]] = []
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in range(args.folds):
-            test = fold == k
-            split = inner_split(frame, test, params.prepare.fractions, params.prepare.seed + k)
-            prepared = encode_pairs(frame, params.prepare, digest)
-            prepared = dataclasses.replace(prepared, split=torch.from_numpy(split))
-            prepared_dir = Path(tmp) / f"prepared-{k}"
-            _write_prepared(prepared, prepared_dir, raw)
-            print(f"outer fold {k + 1}/{args.folds}: {int(test.sum())} test rows", flush=True)
-            store = Store(Path(tmp) / "store")
-            found = run_search(prepared_dir, params, store, f"outer-{k}")
-            entry = found["entry"]
-            scores["search"][test] = _score(store.root / entry.path, frame[test])
-            baseline = fit_baseline(frame[~test])
-            scores["baseline"][test] = baseline.score(frame[test])
-            labels, epitopes = frame["Label"].to_numpy()[test], frame["Epitope"].to_numpy()[test]
-            row = {
-                "fold": k,
-                "test_rows": int(test.sum()),
-                "best": {"model_id": entry.model_id, "params": entry.params, "objective": entry.objective},
-                "search_seconds": found["seconds"],
-                **{
-                    name: compute_metrics(labels, scores[name][test], epitopes)["mean_epitope_auc"]
-                    for name in scores
-                },
-            }
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        jobs = [
+            pool.submit(run_outer_fold, k, args.folds, fold == k, frame, raw, digest, params, Path(tmp))
+            for k in range(args.folds)
+        ]
+        for job in as_completed(jobs):
+            row, test, found = job.result()
+            for name in scores:
+                scores[name][test] = found[name]
             folds.append(row)
+            folds.sort(key=lambda r: r["fold"])
             write_json_atomic(Path(args.out).with_suffix(".partial.json"), {"folds": folds})
             print(
-                f"  best {entry.params} → test mean epitope AUC {row['search']:.4f}, "
-                f"baseline {row['baseline']:.4f}",
+                f"outer fold {row['fold'] + 1}: best {row['best']['params']} → test mean epitope AUC "
+                f"{row['search']:.4f}, baseline {row['baseline']:.4f}",
                 flush=True,
             )
     labels, epitopes = frame["Label"].to_numpy(), frame["Epitope"].to_numpy()
@@ -272,6 +259,42 @@ def main(argv: list[str] | None = None) -> None:
         f"difference {interval.delta:+.4f} [95 % CI {interval.low:+.4f}, {interval.high:+.4f}]"
     )
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def run_outer_fold(
+    k: int,
+    n_folds: int,
+    test: np.ndarray,
+    frame: pd.DataFrame,
+    raw: Path,
+    digest: str,
+    params: Params,
+    tmp: Path,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, np.ndarray]]:
+    """One outer fold: the search on the other receptors, the baseline on them, both scored on these."""
+    torch.set_num_threads(1)
+    split = inner_split(frame, test, params.prepare.fractions, params.prepare.seed + k)
+    prepared = encode_pairs(frame, params.prepare, digest)
+    prepared = dataclasses.replace(prepared, split=torch.from_numpy(split))
+    prepared_dir = tmp / f"prepared-{k}"
+    _write_prepared(prepared, prepared_dir, raw)
+    print(f"outer fold {k + 1}/{n_folds}: {int(test.sum())} test rows", flush=True)
+    store = Store(tmp / f"store-{k}")
+    found = run_search(prepared_dir, params, store, f"outer-{k}")
+    entry = found["entry"]
+    scores = {
+        "search": _score(store.root / entry.path, frame[test]),
+        "baseline": fit_baseline(frame[~test]).score(frame[test]),
+    }
+    labels, epitopes = frame["Label"].to_numpy()[test], frame["Epitope"].to_numpy()[test]
+    row = {
+        "fold": k,
+        "test_rows": int(test.sum()),
+        "best": {"model_id": entry.model_id, "params": entry.params, "objective": entry.objective},
+        "search_seconds": found["seconds"],
+        **{name: compute_metrics(labels, s, epitopes)["mean_epitope_auc"] for name, s in scores.items()},
+    }
+    return row, test, scores
 
 
 def _write_prepared(prepared: Any, directory: Path, raw: Path) -> None:
