@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from dash import dcc, html, no_update
 from dash.development.base_component import Component
 
+from dashboard.data import Reference
 from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
 
 
@@ -158,7 +159,7 @@ def data_grid(
         options.update(pagination=True, paginationPageSize=50, paginationPageSizeSelector=[25, 50, 100, 500])
     kwargs: dict[str, Any] = {}
     if row_id:
-        kwargs["getRowId"] = f"params.data[{row_id!r}]"
+        kwargs["getRowId"] = f"String(params.data[{row_id!r}])"
     if file_name:
         kwargs["csvExportParams"] = {"fileName": file_name}
     if row_classes:
@@ -180,3 +181,64 @@ def data_grid(
         style={"height": f"{height}px"} if height else {"height": None},
         **kwargs,
     )
+
+
+def objective_metric(objective_name: str) -> str:
+    """The headline metric an objective is (``paper`` is ``paper_objective``)."""
+    return "paper_objective" if objective_name == "paper" else objective_name
+
+
+def reference_block(
+    ref: Reference, objective_name: str, interval: Mapping[str, Any] | None = None, id: str | None = None
+) -> html.Div:
+    """The model's metrics on one split beside the k-mer baseline's and always-negative's, with
+    a one-line verdict on the objective's metric (and the promotion's interval when recorded)."""
+    rows = ref.rows()
+    body = []
+    for row in rows:
+        delta = row["delta"]
+        cls = None if delta is None or delta == 0 else ("better" if delta > 0 else "worse")
+        body.append(
+            html.Tr(
+                [
+                    html.Td(row["metric"]),
+                    html.Td(fmt(row["model"])),
+                    html.Td(fmt(row["baseline"])),
+                    html.Td(fmt(row["always_negative"])),
+                    html.Td(f"{delta:+.4f}" if delta is not None else "–", className=cls),
+                ]
+            )
+        )
+    header = ["metric", "model", "k-mer baseline", "always negative", "model − baseline"]
+    table_ = html.Table(
+        [html.Thead(html.Tr([html.Th(c) for c in header])), html.Tbody(body)], className="table"
+    )
+    metric = objective_metric(objective_name)
+    chosen = next((r for r in rows if r["metric"] == metric), None)
+    if ref.baseline is None:
+        verdict = html.Div(
+            "No k-mer baseline stored for this run (runs before the baseline task, or it has not finished).",
+            className="verdict",
+        )
+    elif chosen is None or chosen["delta"] is None:
+        verdict = html.Div(f"{metric}: no value to compare", className="verdict")
+    else:
+        beats = chosen["delta"] > 0
+        verdict = html.Div(
+            f"{'Beats' if beats else 'Does not beat'} the k-mer baseline on {ref.split} {metric}: "
+            f"{fmt(chosen['model'])} against {fmt(chosen['baseline'])} ({chosen['delta']:+.4f}).",
+            className=f"verdict {'better' if beats else 'worse'}",
+        )
+    parts: list[Any] = [verdict]
+    if interval is not None:
+        resamples = f", {interval['resamples']:,} bootstrap resamples" if interval.get("resamples") else ""
+        parts.append(
+            html.Div(
+                f"At promotion: Δ {interval['metric']} = {interval['delta']:+.4f} "
+                f"(interval {interval['low']:+.4f} to {interval['high']:+.4f}{resamples}).",
+                className="hint",
+            )
+        )
+    parts.append(table_)
+    kwargs: dict[str, Any] = {"id": id} if id else {}
+    return html.Div(parts, **kwargs)

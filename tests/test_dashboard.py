@@ -334,12 +334,32 @@ HISTORY = [
 
 def test_training_curves_overlay_trials() -> None:
     fig = figures.training_curves({"trial 0": HISTORY, "trial 1": HISTORY[:1]}, "val_roc_auc")
-    assert len(fig.data) == 6  # val loss, train loss, metric per trial
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len(lines) == 6  # val loss, train loss, metric per trial
     assert fig.data[0].y[0] == 0.6
     assert math.isnan(fig.data[0].y[1])  # a gap in the line, not a crash
     assert fig.data[2].xaxis == "x2"
     json.dumps(fig.to_plotly_json(), default=str)
     assert "no per-epoch history" in str(figures.training_curves({}, "val_roc_auc").layout.annotations)
+
+
+def test_training_curves_star_the_best_epoch_and_name_their_units() -> None:
+    history = [
+        {"epoch": 1.0, "train_loss": 0.7, "val_loss": 0.6, "val_roc_auc": 0.7},
+        {"epoch": 2.0, "train_loss": 0.5, "val_loss": 0.4, "val_roc_auc": 0.9},
+        {"epoch": 3.0, "train_loss": 0.3, "val_loss": 0.5, "val_roc_auc": 0.8},
+    ]
+    fig = figures.training_curves({"t": history}, "val_roc_auc", log_y=True)
+    stars = {t.xaxis: (t.x[0], t.y[0]) for t in fig.data if t.mode == "markers"}
+    assert stars == {"x": (2.0, 0.4), "x2": (2.0, 0.9)}  # lowest loss, highest AUC
+    assert fig.layout.yaxis.type == "log"
+    assert "binary cross-entropy" in fig.layout.yaxis.title.text
+    assert "log scale" in fig.layout.yaxis.title.text
+    assert "ROC-AUC" in fig.layout.yaxis2.title.text
+    assert fig.layout.yaxis2.type != "log"  # metrics stay linear
+    linear = figures.training_curves({"t": history}, "val_roc_auc")
+    assert linear.layout.yaxis.type != "log"
+    assert figures.best_epoch([{"val_loss": math.nan}], "val_loss") is None
 
 
 def test_search_progress_draws_the_best_so_far_line() -> None:
@@ -473,7 +493,7 @@ def test_training_defaults_to_the_newest_run_and_its_best_trials(search_store: S
     assert chosen == [t.trial_id for t in best]
     assert training.trial_options(trials, [1, 99])[1] == [1]  # a kept selection drops what is gone
     curves = training.curves_figure(trials, chosen, "val_roc_auc")
-    assert len(curves.data) == 3 * 3
+    assert len([t for t in curves.data if t.mode == "lines+markers"]) == 3 * 3
     progress, effects, summary = training.search_figures(ctx.reader.manifest(run_id or ""), trials)
     assert f"4/{MAX_EVALS} trials finished" in summary
     assert len(progress.data[0].x) == 4
@@ -516,12 +536,16 @@ def test_models_table_shows_use_availability_and_results(copied_store: SearchSto
     from dashboard.data import model_files
 
     files = {e.model_id: model_files(ctx.store, e) for e in registry.models}
-    table = text_of(models.models_table(registry, files))
-    assert table.count("in use") == 2  # the header and the current model
-    assert "missing weights.pt" in table
-    assert all(m.model_id in table for m in registry.models)
+    grid = models.models_table(registry, files)
+    rows = {r["model"]: r for r in grid.rowData}
+    assert [m for m, r in rows.items() if r["in_use"] == "in use"] == [registry.current]
+    assert rows[missing.model_id]["files"] == "missing weights.pt"
+    assert set(rows) == {m.model_id for m in registry.models}
+    objectives = [r["objective"] for r in grid.rowData]
+    assert objectives == sorted(objectives, reverse=True)  # best first
     entry = registry.current_entry
     assert entry is not None
+    assert rows[entry.model_id]["test:precision"] == entry.test_metrics["precision"]
     details = models.model_details(entry, ctx.models.card(entry), files[entry.model_id])
     assert "paper_objective" in text_of(details)
 
