@@ -738,6 +738,62 @@ def test_login_is_required_when_users_are_configured(search_store: SearchStore) 
     assert client.get("/_dash-layout", headers=basic("ana", "pw")).status_code == 200
 
 
+def _basic(user: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_an_empty_password_is_never_accepted(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with pytest.raises(ValueError, match="empty password"):
+        hash_password("")
+    # the command itself, as a user runs it (no terminal: getpass reads stdin)
+    result = subprocess.run(
+        [sys.executable, "-m", "dashboard.auth", "hash", "bob"],
+        input="\n\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "empty password is not allowed" in result.stderr
+    assert "bob:" not in result.stdout
+    from flask import Flask
+    from werkzeug.security import generate_password_hash
+
+    server = Flask("t")
+    server.add_url_rule("/", "index", lambda: "ok")
+    # even a file holding a hash of the empty password (made by hand) lets nobody in with it
+    enable_basic_auth(server, {"bob": generate_password_hash("")})
+    client = server.test_client()
+    assert client.get("/", headers=_basic("bob", "")).status_code == 401
+    assert client.get("/", headers=_basic("bob", "")).status_code == 401  # not cached either
+
+
+def test_failed_logins_are_rate_limited_per_address() -> None:
+    from flask import Flask
+
+    server = Flask("t")
+    server.add_url_rule("/", "index", lambda: "ok")
+    enable_basic_auth(server, {"u": hash_password("p")}, limit="3 per minute")
+    client = server.test_client()
+    for _ in range(5):  # the browser's first request carries no credentials: not a failed login
+        assert client.get("/").status_code == 401
+    assert client.get("/", headers=_basic("u", "p")).status_code == 200
+    for _ in range(3):
+        assert client.get("/", headers=_basic("u", "wrong")).status_code == 401
+    assert client.get("/", headers=_basic("u", "wrong")).status_code == 429
+    # past the limit even the right password waits for the window: guessing gains nothing
+    assert client.get("/", headers=_basic("u", "p")).status_code == 429
+    other = server.test_client()
+    other_address = {"REMOTE_ADDR": "10.0.0.2"}
+    assert other.get("/", headers=_basic("u", "p"), environ_base=other_address).status_code == 200
+
+
 def test_basic_auth_guards_any_flask_server() -> None:
     from flask import Flask
 
