@@ -45,7 +45,7 @@ from dashboard.data import (
     example_rows,
     sampler_counts,
 )
-from dashboard.pages import balance, models, monitoring, overview, predict, queries, training
+from dashboard.pages import balance, models, monitoring, overview, predict, queries, training, trials
 from dashboard.prediction import Limits, TableError, parse_table
 from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import MonitorParams
@@ -628,6 +628,243 @@ def test_the_query_log_pages_newest_first(copied_store: SearchStore) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Trials, comparison, baselines, warnings
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_trials_grid_has_every_trial_metric_and_hyperparameter(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    rows, columns, pins, count, empty = trials.grid_content(ctx, ["objective"])
+    assert count == "4 trials in 1 run(s)"
+    assert empty is None
+    records = {t.trial_id: t for t in ctx.reader.trials(copied_store.run_id)}
+    assert sorted(r["trial"] for r in rows) == sorted(records)
+    row = next(r for r in rows if r["trial"] == 0)
+    trial = records[0]
+    assert row["key"] == f"{copied_store.run_id}/0000"
+    assert row["objective"] == trial.objective
+    assert row["param:lr"] == trial.params["lr"]
+    for name, value in trial.test_metrics.items():  # every metric, per-epitope AUCs included
+        assert row[f"test:{name}"] == (value if math.isfinite(value) else None), name
+    assert row["val:precision"] == trial.val_metrics["precision"]
+    json.dumps(rows)  # what the grid receives
+
+    by_header = {c.get("headerName"): c for c in columns}
+    assert by_header["trial id"]["pinned"] == "left"
+    assert by_header["objective"]["pinned"] == "left"  # the chosen pin
+    assert by_header["objective"]["filter"] == "agNumberColumnFilter"
+    assert {c["headerName"] for c in by_header["hyperparameters"]["children"]} == {
+        "model.kind",
+        "lr",
+        "epochs",
+    }
+    test_group = by_header["test metrics"]["children"]
+    shown = [c["headerName"] for c in test_group if "columnGroupShow" not in c]
+    assert shown[:3] == ["accuracy", "precision", "recall"]  # the headline metrics, in order
+    assert any(c["headerName"].startswith("epitope_auc/") for c in test_group)  # the rest when opened
+    assert {"label": "param:lr", "value": "param:lr"} in pins
+
+
+def test_comparing_trials_draws_curves_metrics_and_each_runs_baseline(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    chosen = [
+        {"key": f"{copied_store.run_id}/000{i}", "run": copied_store.run_id, "trial": i} for i in (0, 2)
+    ]
+    curves, metrics, table, summary = trials.compare_content(ctx, chosen, "val_roc_auc", True)
+    assert summary == "2 trial(s) selected from 1 run(s)"
+    assert curves.layout.yaxis.type == "log"
+    bars = [t for t in metrics.data if t.type == "bar"]
+    assert [b.name for b in bars] == [c["key"] for c in chosen]
+    baseline = copied_store.store.load_baseline(copied_store.run_id)
+    assert baseline is not None
+    reference_trace = next(t for t in metrics.data if t.type == "scatter")
+    assert reference_trace.name == f"k-mer baseline ({copied_store.run_id})"
+    assert list(reference_trace.y) == [baseline["test"][m] for m in reference_trace.x]
+    rows = {r["metric"]: r for r in table.rowData}
+    assert rows["precision"][f"baseline {copied_store.run_id}"] == baseline["test"]["precision"]
+    assert rows["roc_auc"]["always negative"] == 0.5
+    assert rows["precision"]["always negative"] == 0.0
+    nothing = trials.compare_content(ctx, [], "val_roc_auc", False)
+    assert nothing[3] == "no trials selected"
+    (copied_store.root / "runs" / copied_store.run_id / "baseline.json").unlink()
+    assert "no k-mer baseline stored" in trials.compare_content(ctx, chosen, "val_roc_auc", False)[3]
+
+
+def test_hyperparameter_importance_finds_what_the_objective_depends_on() -> None:
+    import numpy as np
+
+    from dashboard.data import hyperparameter_importance
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "lr": rng.uniform(0.001, 0.1, 40),
+            "dropout": rng.uniform(0, 0.5, 40),
+            "kind": rng.choice(["small", "medium"], 40),
+        }
+    )
+    frame["objective"] = 10 * frame["lr"] + rng.normal(0, 0.01, 40)
+    result = hyperparameter_importance(frame, ["lr", "dropout", "kind"])
+    ranked = sorted(zip(result.mean, result.names, strict=True), reverse=True)
+    assert ranked[0][1] == "lr"
+    assert ranked[0][0] > 10 * max(abs(v) for v, _ in ranked[1:])
+    assert result.trials == 40
+    few = hyperparameter_importance(frame.head(3), ["lr"])
+    assert few.names == []
+    assert "at least 5 successful trials" in few.reason
+
+
+def test_the_trials_page_draws_parallel_coordinates_and_importance(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    parallel, importance = trials.run_figures(ctx, copied_store.run_id)
+    assert parallel.data[0].type == "parcoords"
+    labels = [d.label for d in parallel.data[0].dimensions]
+    assert labels[-1] == "paper"  # the run's objective, last
+    assert set(labels[:-1]) == {"model.kind", "lr", "epochs"}
+    assert "4 successful" not in importance.layout.title.text  # 4 trials: too few
+    assert "at least 5 successful trials (this run has 4)" in importance.layout.annotations[0].text
+    for trial_id in (4, 5):
+        new_trial(copied_store, trial_id)
+    _, importance = trials.run_figures(ctx, copied_store.run_id)
+    assert importance.data[0].type == "bar"
+    assert "6 trials" in importance.layout.title.text
+
+
+def test_always_negative_and_the_reference_rows() -> None:
+    from dashboard.data import always_negative, positive_rate, reference
+
+    metrics = {"tp": 3.0, "fn": 2.0, "tn": 90.0, "fp": 5.0, "precision": 0.375, "roc_auc": 0.8}
+    assert positive_rate(metrics) == 0.05
+    negative = always_negative(0.05)
+    assert negative["accuracy"] == 0.95
+    assert negative["roc_auc"] == negative["mean_epitope_auc"] == 0.5
+    assert negative["precision"] == negative["recall"] == 0.0
+    assert negative["average_precision"] == 0.05
+    assert "accuracy" not in always_negative(None)  # no counts, no accuracy
+    ref = reference("test", metrics, {"test": {"precision": 0.5, "roc_auc": 0.7}})
+    rows = {r["metric"]: r for r in ref.rows()}
+    assert rows["precision"]["delta"] == pytest.approx(-0.125)
+    assert rows["roc_auc"]["delta"] == pytest.approx(0.1)
+    assert rows["accuracy"]["model"] is None
+    assert reference("test", metrics, None).baseline is None
+
+
+def test_the_best_model_is_shown_beside_its_baseline_and_the_promotion_interval(
+    copied_store: SearchStore,
+) -> None:
+    ctx = dashboard(copied_store)
+    _, best = overview.overview_content(ctx)
+    text = text_of(best)
+    assert "k-mer baseline" in text
+    assert "always negative" in text
+    assert "the k-mer baseline on test paper_objective" in text  # the verdict, on the objective
+    assert "interval" not in text.replace("interval (new − old)", "")  # none recorded: none shown
+    store = copied_store.store
+    registry = store.load_registry()
+    interval = {"metric": "mean_epitope_auc", "delta": 0.03, "low": -0.01, "high": 0.07, "resamples": 1000}
+    promoted = registry.history[-1].model_copy(update={"interval": interval})
+    store.save_registry(registry.model_copy(update={"history": [*registry.history[:-1], promoted]}))
+    _, best = overview.overview_content(ctx)
+    text = text_of(best)
+    assert "Δ mean_epitope_auc = +0.0300 (interval -0.0100 to +0.0700, 1,000 bootstrap resamples)" in text
+    assert "Δ mean_epitope_auc +0.0300 [-0.0100, +0.0700] (1,000 resamples)" in text  # promotions table
+    (copied_store.root / "runs" / copied_store.run_id / "baseline.json").unlink()
+    _, best = overview.overview_content(ctx)
+    assert "No k-mer baseline stored for this run" in text_of(best)
+
+
+def test_a_malformed_promotion_interval_is_ignored() -> None:
+    from dashboard.data import promotion_interval
+    from tcr_pipeline.store import Promotion
+
+    plain = Promotion(model_id="m", replaced=None, reason="first", objective=1.0)
+    assert promotion_interval(plain) is None
+    assert promotion_interval(plain.model_copy(update={"interval": {"delta": "x"}})) is None
+    assert promotion_interval(plain.model_copy(update={"interval": "0.03"})) is None
+
+
+def test_per_epitope_bars_carry_their_positives_and_list_the_rest() -> None:
+    fig = figures.epitope_auc({"A": 0.6, "B": 0.9}, "test", {"A": 1, "B": 12, "C": 0})
+    assert list(fig.data[0].text) == ["0.600 (n+ = 1)", "0.900 (n+ = 12)"]
+    footer = fig.layout.annotations[0].text
+    assert "C (0 positives)" in footer
+    unknown = figures.epitope_auc({"A": 0.6}, "test", None, "the prepared data is not on this machine")
+    assert "positives per epitope unknown: the prepared data is not on this machine" in str(
+        unknown.layout.annotations
+    )
+    none = figures.epitope_auc({}, "test", {"C": 0})
+    assert "C (0 positives)" in str(none.layout.annotations)
+
+
+def test_the_models_page_counts_positives_from_the_prepared_data(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    entry = ctx.reader.registry().current_entry
+    assert entry is not None
+    prepared, _ = ctx.prepared_for(entry)
+    assert prepared is not None
+    from dashboard.data import epitope_positives, model_files
+
+    positives = epitope_positives(prepared, "test")
+    counts = epitope_counts(prepared)
+    assert sum(positives.values()) == counts[counts["split"] == "test"]["positive"].sum()
+    assert set(positives) == set(prepared.epitope_names)  # epitopes without positives kept, as 0
+    details = models.model_details(
+        entry, ctx.models.card(entry), model_files(ctx.store, entry), None, positives
+    )
+    text = text_of(details)
+    assert "n+ = " in text
+    assert "No k-mer baseline stored" in text
+
+
+def test_the_query_log_shows_each_input_field_as_a_column(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    text, _ = predict.example_text(ctx, None, seed=0)
+    assert text is not None
+    predict.predict_text(ctx, text, None)
+    grid, _ = queries.queries_table(ctx.queries.read(0, queries.PAGE_SIZE), ctx.queries.count(), 0)
+    first = pd.read_csv(__import__("io").StringIO(text), dtype=str, keep_default_na=False).iloc[-1]
+    newest = grid.rowData[0]
+    for field in ("CDR3_alpha", "CDR3_beta", "V_beta", "Epitope", "MHC"):
+        assert newest[f"in:{field}"] == first[field]
+    headers = [
+        c["headerName"]
+        for c in next(c for c in grid.columnDefs if c.get("headerName") == "input")["children"]
+    ]
+    assert headers[:3] == ["CDR3_alpha", "CDR3_beta", "V_alpha"]
+    assert "{" not in json.dumps([r.get("in:CDR3_alpha") for r in grid.rowData])  # no JSON blobs
+
+
+def test_predict_shows_the_librarys_warnings_highlighted() -> None:
+    from dashboard.prediction import Answer, answers_frame
+
+    answers = [
+        Answer(2, {"CDR3_beta": "CASSF"}, 0.9, True, "", "V_beta TRBV99-9*01 never seen in training"),
+        Answer(3, {"CDR3_beta": "CASSG"}, 0.1, False, ""),
+        Answer(4, {}, None, None, "line 4: expected 10 fields, found 8"),
+    ]
+    frame = answers_frame(answers)
+    assert list(frame["warning"]) == ["V_beta TRBV99-9*01 never seen in training", "", ""]
+    grid = predict.results_grid(frame)
+    warning = next(c for c in grid.columnDefs if c["field"] == "warning")
+    assert warning["cellClassRules"] == {"cell-warning": "params.value"}
+    assert grid.rowData[0]["score"] == pytest.approx(0.9)
+    assert answers[0].as_query().output["warning"].startswith("V_beta")
+    assert "warning" not in answers[1].as_query().output
+
+
+def test_predict_works_with_a_library_without_the_warning_column(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    text, _ = predict.example_text(ctx, None, seed=0)
+    assert text is not None
+    _, results = predict.predict_text(ctx, text, None)
+    assert results is not None
+    fields = [c["field"] for c in results.columnDefs]
+    assert "warning" in fields
+    if "warning" not in predict_frame(ctx.models.get(ctx.entry(None)), pd.DataFrame(columns=COLUMNS)).columns:
+        assert all(r["warning"] == "" for r in results.rowData)
+
+
+# ---------------------------------------------------------------------------------------------
 # The app: built without reading the store, every page served, refresh, login
 # ---------------------------------------------------------------------------------------------
 
@@ -650,6 +887,30 @@ def test_a_missing_store_is_not_created(tmp_path: Path) -> None:
     assert not (tmp_path / "store").exists()
 
 
+def test_responses_are_compressed_and_bundles_cached_for_good(search_store: SearchStore) -> None:
+    import re
+
+    import brotli
+
+    app = create_app(search_store.root)
+    client = app.server.test_client()
+    index = client.get("/", headers={"Accept-Encoding": "br, gzip"})
+    assert index.headers["Content-Encoding"] == "br"
+    page = brotli.decompress(index.data).decode()
+    scripts = re.findall(r'src="([^"]+)"', page)
+    assert any("dash_ag_grid" in s for s in scripts)
+    assert not any("dash_table" in s for s in scripts)  # no page uses the DataTable
+    for src in scripts:
+        bundle = client.get(src, headers={"Accept-Encoding": "br, gzip"})
+        assert bundle.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert bundle.headers["Content-Encoding"] == "br", src
+        plain = client.get(src, headers={"Accept-Encoding": "identity"})
+        assert brotli.decompress(bundle.data) == plain.data
+        assert "Accept-Encoding" in bundle.headers["Vary"]
+    gzipped = client.get(scripts[0], headers={"Accept-Encoding": "gzip"})
+    assert gzipped.headers["Content-Encoding"] == "gzip"
+
+
 def test_every_page_opens_over_http(copied_store: SearchStore) -> None:
     client = DashClient(create_app(copied_store.root))
     client.load()
@@ -659,6 +920,7 @@ def test_every_page_opens_over_http(copied_store: SearchStore) -> None:
         "/balance": ("balance-model-facts.children", "recall on positives"),
         "/models": ("models-table.children", "in use"),
         "/predict": ("predict-model.options", "current best"),
+        "/trials": ("trials-count.children", "4 trials in 1 run(s)"),
         "/queries": ("queries-position.children", "no queries"),
         "/monitoring": ("monitoring-status.children", "No monitoring reports yet"),
     }
