@@ -100,6 +100,7 @@ def graph(id: str | None = None, figure: go.Figure | None = None) -> dcc.Graph:
 
 
 GRID_THEME = "ag-theme-alpine"
+ROW_ID = "row_id"  # the field every grid row carries its id in (not a column)
 NUMBER_FORMAT = {"function": "params.value == null ? '–' : d3.format('.4~f')(params.value)"}
 
 
@@ -120,12 +121,24 @@ def grid_value(value: Any) -> Any:
 
 
 def column(field: str, header: str | None = None, numeric: bool = False, **extra: Any) -> dict[str, Any]:
-    """One grid column: numbers right-aligned, rounded for display and filtered as numbers."""
+    """One grid column: numbers right-aligned, rounded for display (the CSV export keeps every
+    digit) and filtered as numbers."""
     spec: dict[str, Any] = {"field": field, "headerName": header or field}
     if numeric:
-        spec.update(filter="agNumberColumnFilter", type="rightAligned", valueFormatter=NUMBER_FORMAT)
+        spec.update(
+            filter="agNumberColumnFilter",
+            type="rightAligned",
+            valueFormatter=NUMBER_FORMAT,
+            useValueFormatterForExport=False,
+        )
     spec.update(extra)
     return spec
+
+
+def with_row_ids(rows: Sequence[Mapping[str, Any]], field: str) -> list[dict[str, Any]]:
+    """Copies of ``rows`` carrying ``field`` as their string id (AG Grid wants strings, and
+    dash-ag-grid's expressions are not full JavaScript: no ``String(...)``)."""
+    return [{**r, ROW_ID: str(r[field])} for r in rows]
 
 
 def data_grid(
@@ -150,6 +163,8 @@ def data_grid(
         "animateRows": False,
         "enableCellTextSelection": True,
         "tooltipShowDelay": 300,
+        # every column rendered: "autoSize" sizes only rendered columns (the grids are small)
+        "suppressColumnVirtualisation": True,
     }
     if selectable:
         options["rowSelection"] = {"mode": "multiRow", "enableClickSelection": False}
@@ -158,16 +173,17 @@ def data_grid(
     if pagination:
         options.update(pagination=True, paginationPageSize=50, paginationPageSizeSelector=[25, 50, 100, 500])
     kwargs: dict[str, Any] = {}
+    rows = with_row_ids(rows, row_id) if row_id else [dict(r) for r in rows]
     if row_id:
-        kwargs["getRowId"] = f"String(params.data[{row_id!r}])"
+        kwargs["getRowId"] = f"params.data.{ROW_ID}"
     if file_name:
-        kwargs["csvExportParams"] = {"fileName": file_name}
+        kwargs["csvExportParams"] = {"fileName": file_name, "skipColumnGroupHeaders": True}
     if row_classes:
         kwargs["rowClassRules"] = dict(row_classes)
     return dag.AgGrid(
         id=id,
         columnDefs=list(columns),
-        rowData=[dict(r) for r in rows],
+        rowData=rows,
         defaultColDef={
             "sortable": True,
             "filter": True,

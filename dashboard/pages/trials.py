@@ -16,7 +16,7 @@ from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
 from dashboard import figures
-from dashboard.components import changed, column, data_grid, graph, grid_value, note
+from dashboard.components import changed, column, data_grid, graph, grid_value, note, with_row_ids
 from dashboard.data import (
     Dashboard,
     Importance,
@@ -221,7 +221,7 @@ def grid_content(ctx: Dashboard, pinned: Sequence[str] | None) -> tuple[Any, ...
         )
     runs = len({r["run"] for r in rows})
     return (
-        [{k: grid_value(v) for k, v in r.items()} for r in rows],
+        with_row_ids([{k: grid_value(v) for k, v in r.items()} for r in rows], "key"),
         grid_columns(rows, pinned or []),
         pin_options(rows),
         f"{len(rows)} trials in {runs} run(s)",
