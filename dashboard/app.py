@@ -21,7 +21,7 @@ from dashboard.auth import enable_basic_auth, load_credentials
 from dashboard.data import Dashboard
 from dashboard.pages import PAGES
 from dashboard.style import CSS
-from dashboard.transfer import enable_compression
+from dashboard.transfer import enable_compression, serve_cartesian_plotly
 
 INDEX = """<!DOCTYPE html>
 <html>
@@ -150,9 +150,10 @@ def create_app(
     # up to this gets the page's own message.
     app.server.config["MAX_CONTENT_LENGTH"] = max(32 << 20, 4 * max_bytes)
     app.server.config["tcr_dashboard"] = ctx
-    app.server.config["tcr_bundles"] = enable_compression(app.server, best=best_compression)
-    if auth:
+    if auth:  # first: its check runs before any other hook answers
         enable_basic_auth(app.server, auth)
+    app.server.config["tcr_bundles"] = enable_compression(app.server, best=best_compression)
+    app.server.config["tcr_plotly"] = serve_cartesian_plotly(app.server)
     return app
 
 

@@ -608,46 +608,138 @@ def metrics_comparison(
     )
 
 
+PARALLEL_BINS = 6  # lines are drawn in this many colour bands of the objective (one trace each)
+
+
 def parallel_coordinates(trials: pd.DataFrame, names: Sequence[str], objective_name: str) -> go.Figure:
-    """One line per successful trial through each hyperparameter's axis to the objective
-    (categories as numbered ticks), coloured by the objective. Drag on an axis to filter."""
+    """One line per successful trial through an axis per hyperparameter to the objective,
+    coloured by the objective (dark: low, yellow: high).
+
+    Drawn with cartesian traces (the dashboard ships plotly.js's cartesian bundle, which has no
+    ``parcoords``): each axis is scaled to its own range, printed under it; categories are spread
+    evenly and named. Hovering a point names the trial and its value.
+    """
     ok = trials[trials["objective"].notna()] if not trials.empty else trials
     names = [n for n in names if n in ok.columns]
     if ok.empty or not names:
         return empty_figure("no successful trials yet")
-    dimensions = []
-    for name in names:
+    from plotly.colors import sample_colorscale
+
+    columns = [*names, "objective"]
+    scaled: list[np.ndarray] = []
+    shown: list[list[str]] = []
+    annotations: list[dict[str, Any]] = []
+    for i, name in enumerate(columns):
         values = ok[name]
         numeric = pd.to_numeric(values, errors="coerce")
         if numeric.notna().all():
-            dimensions.append({"label": name, "values": numeric.to_numpy(dtype=float)})
+            low, high = float(numeric.min()), float(numeric.max())
+            span = high - low or 1.0
+            scaled.append(
+                ((numeric - low) / span).to_numpy(dtype=float) if high > low else np.full(len(ok), 0.5)
+            )
+            shown.append([f"{v:.4g}" for v in numeric])
+            labels = [(0.0, f"{low:.4g}"), (1.0, f"{high:.4g}")] if high > low else [(0.5, f"{low:.4g}")]
         else:
             categories = sorted(values.astype(str).unique())
-            codes = values.astype(str).map({c: i for i, c in enumerate(categories)}).to_numpy()
-            dimensions.append(
+            step = 1.0 / max(len(categories) - 1, 1)
+            position = {c: (k * step if len(categories) > 1 else 0.5) for k, c in enumerate(categories)}
+            scaled.append(values.astype(str).map(position).to_numpy(dtype=float))
+            shown.append(values.astype(str).tolist())
+            labels = [(position[c], c) for c in categories]
+        for y, text in labels:
+            annotations.append(
                 {
-                    "label": name,
-                    "values": codes,
-                    "tickvals": list(range(len(categories))),
-                    "ticktext": categories,
+                    "x": i,
+                    "y": y,
+                    "xref": "x",
+                    "yref": "y",
+                    "text": text,
+                    "showarrow": False,
+                    "xanchor": "left",
+                    "xshift": 4,
+                    "font": {"size": 10, "color": "#4b5563"},
                 }
             )
     objective = ok["objective"].to_numpy(dtype=float)
-    dimensions.append({"label": objective_name, "values": objective})
-    trace = go.Parcoords(
-        line={
-            "color": objective,
-            "colorscale": "Viridis",
-            "showscale": True,
-            "colorbar": {"title": {"text": objective_name}},
-        },
-        dimensions=dimensions,
+    low, high = float(objective.min()), float(objective.max())
+    bands = (
+        np.zeros(len(ok), dtype=int)
+        if high == low
+        else np.minimum(((objective - low) / (high - low) * PARALLEL_BINS).astype(int), PARALLEL_BINS - 1)
     )
+    colors = sample_colorscale("Viridis", [(b + 0.5) / PARALLEL_BINS for b in range(PARALLEL_BINS)])
+    trial_ids = ok["trial_id"].to_numpy() if "trial_id" in ok else np.arange(len(ok))
+    traces: list[Any] = []
+    for band in range(PARALLEL_BINS):
+        rows = np.flatnonzero(bands == band)
+        if not len(rows):
+            continue
+        xs: list[float] = []
+        ys: list[float] = []
+        texts: list[str] = []
+        for r in rows:  # every trial's line, separated by gaps (one trace per colour band)
+            xs += [*range(len(columns)), math.nan]
+            ys += [float(col[r]) for col in scaled] + [math.nan]
+            texts += [f"trial {trial_ids[r]}: {c} = {shown[k][r]}" for k, c in enumerate(columns)] + [""]
+        traces.append(
+            go.Scatter(
+                x=np.array(xs, dtype=float),
+                y=np.array(ys, dtype=float),
+                mode="lines+markers",
+                line={"color": colors[band], "width": 1.5},
+                marker={"size": 5, "color": colors[band]},
+                opacity=0.8,
+                text=texts,
+                hovertemplate="%{text}<extra></extra>",
+                showlegend=False,
+            )
+        )
+    # the colour scale, as an invisible marker trace with a colour bar
+    traces.append(
+        go.Scatter(
+            x=[0],
+            y=[math.nan],
+            mode="markers",
+            marker={
+                "color": [low],
+                "cmin": low,
+                "cmax": high,
+                "colorscale": "Viridis",
+                "showscale": True,
+                "colorbar": {"title": {"text": objective_name}, "thickness": 12},
+            },
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    shapes = [
+        {
+            "type": "line",
+            "x0": i,
+            "x1": i,
+            "y0": 0,
+            "y1": 1,
+            "xref": "x",
+            "yref": "y",
+            "line": {"color": "#9ca3af", "width": 1},
+        }
+        for i in range(len(columns))
+    ]
     return _figure(
-        [trace],
-        f"hyperparameters → {objective_name} ({len(ok)} successful trials; drag on an axis to filter)",
-        height=380,
-        margin={"l": 60, "r": 60, "t": 90, "b": 30},
+        traces,
+        f"hyperparameters → {objective_name} ({len(ok)} successful trials; each axis scaled to its range)",
+        height=400,
+        shapes=shapes,
+        annotations=annotations,
+        xaxis={
+            "tickvals": list(range(len(columns))),
+            "ticktext": [*names, objective_name],
+            "range": [-0.2, len(columns) - 0.4],
+            "showgrid": False,
+            "zeroline": False,
+        },
+        yaxis={"visible": False, "range": [-0.08, 1.08]},
     )
 
 

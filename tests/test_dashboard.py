@@ -715,12 +715,16 @@ def test_hyperparameter_importance_finds_what_the_objective_depends_on() -> None
 
 
 def test_the_trials_page_draws_parallel_coordinates_and_importance(copied_store: SearchStore) -> None:
+    import numpy as np
+
     ctx = dashboard(copied_store)
     parallel, importance = trials.run_figures(ctx, copied_store.run_id)
-    assert parallel.data[0].type == "parcoords"
-    labels = [d.label for d in parallel.data[0].dimensions]
+    labels = list(parallel.layout.xaxis.ticktext)
     assert labels[-1] == "paper"  # the run's objective, last
     assert set(labels[:-1]) == {"model.kind", "lr", "epochs"}
+    lines = [t for t in parallel.data if t.mode == "lines+markers"]
+    assert sum(np.isnan(t.x).sum() for t in lines) == 4  # one line per successful trial
+    assert {t.type for t in parallel.data} == {"scatter"}  # cartesian: the bundle served has no parcoords
     assert "4 successful" not in importance.layout.title.text  # 4 trials: too few
     assert "at least 5 successful trials (this run has 4)" in importance.layout.annotations[0].text
     for trial_id in (4, 5):
@@ -885,6 +889,29 @@ def test_a_missing_store_is_not_created(tmp_path: Path) -> None:
     client.load()
     assert "No runs" in json.dumps(client.open_page("/")["overview-runs.children"])
     assert not (tmp_path / "store").exists()
+
+
+def test_plotly_js_is_the_cartesian_bundle_and_every_figure_fits_it(search_store: SearchStore) -> None:
+    from plotly.offline import get_plotlyjs_version
+
+    from dashboard.transfer import cartesian_plotly
+
+    app = create_app(search_store.root)
+    served = app.server.test_client().get(
+        "/_dash-component-suites/plotly/package_data/plotly.min.js", headers={"Accept-Encoding": "identity"}
+    )
+    assert served.status_code == 200
+    assert (
+        f"plotly.js (cartesian - minified) v{get_plotlyjs_version()}" in served.get_data(as_text=True)[:200]
+    )
+    assert cartesian_plotly() is not None
+    cartesian = {"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "image", "pie", "scatter"}
+    import inspect
+
+    builders = [f for name, f in inspect.getmembers(figures, inspect.isfunction) if name in figures.__all__]
+    source = "\n".join(inspect.getsource(f) for f in builders)
+    used = {name.lower() for name in __import__("re").findall(r"go\.([A-Z][a-z0-9]+)\(", source)} - {"figure"}
+    assert used <= cartesian, used - cartesian
 
 
 def test_responses_are_compressed_and_bundles_cached_for_good(search_store: SearchStore) -> None:
