@@ -152,12 +152,14 @@ def data_grid(
     row_classes: Mapping[str, str] | None = None,
     height: int | None = None,
     pagination: bool = False,
+    text_ids: bool = False,
 ) -> dag.AgGrid:
     """An AG Grid table (community edition): every column sortable, filterable (a filter row
     under the headers) and resizable; ``row_id`` names the field that identifies a row (the
     selection survives a refresh); ``selectable`` adds checkboxes for multi-row selection;
     ``file_name`` is what the grid's own CSV export saves; ``row_classes`` maps a CSS class to a
-    JavaScript condition on ``params.data``."""
+    JavaScript condition on ``params.data``; ``text_ids``: the ``row_id`` field is already text
+    (an identifier: dash-ag-grid's expressions take only ``params.data.NAME``)."""
     options: dict[str, Any] = {
         "suppressFieldDotNotation": True,  # hyperparameter names such as "model.kind" are flat keys
         "animateRows": False,
@@ -173,9 +175,14 @@ def data_grid(
     if pagination:
         options.update(pagination=True, paginationPageSize=50, paginationPageSizeSelector=[25, 50, 100, 500])
     kwargs: dict[str, Any] = {}
-    rows = with_row_ids(rows, row_id) if row_id else [dict(r) for r in rows]
-    if row_id:
+    if row_id and text_ids:  # the field already holds text: it is the id
+        rows = [dict(r) for r in rows]
+        kwargs["getRowId"] = f"params.data.{row_id}"
+    elif row_id:
+        rows = with_row_ids(rows, row_id)
         kwargs["getRowId"] = f"params.data.{ROW_ID}"
+    else:
+        rows = [dict(r) for r in rows]
     if file_name:
         kwargs["csvExportParams"] = {"fileName": file_name, "skipColumnGroupHeaders": True}
     if row_classes:

@@ -642,11 +642,12 @@ def test_the_trials_grid_has_every_trial_metric_and_hyperparameter(copied_store:
     row = next(r for r in rows if r["trial"] == 0)
     trial = records[0]
     assert row["key"] == f"{copied_store.run_id}/0000"
-    assert row["objective"] == trial.objective
-    assert row["param:lr"] == trial.params["lr"]
+    assert row["objective"] == pytest.approx(trial.objective, rel=1e-5)  # 6 significant digits
+    assert row["param:lr"] == pytest.approx(trial.params["lr"], rel=1e-5)
     for name, value in trial.test_metrics.items():  # every metric, per-epitope AUCs included
-        assert row[f"test:{name}"] == (value if math.isfinite(value) else None), name
-    assert row["val:precision"] == trial.val_metrics["precision"]
+        expected = pytest.approx(value, rel=1e-5) if math.isfinite(value) else None
+        assert row[f"test:{name}"] == expected, name
+    assert row["val:precision"] == pytest.approx(trial.val_metrics["precision"], rel=1e-5)
     json.dumps(rows)  # what the grid receives
 
     by_header = {c.get("headerName"): c for c in columns}

@@ -354,13 +354,14 @@ def test_the_trials_grid_sorts_filters_exports_and_compares(
         header = "#trials-grid .ag-header-cell[col-id='objective'] .ag-header-cell-label"
         chrome.find_element(header).click()
         objectives = sorted(t.objective for t in records.values() if t.objective is not None)
-        wait_until(
-            lambda: [r["objective"] for r in grid_rows(chrome, "trials-grid")] == objectives, message="asc"
-        )
+
+        def shown_objectives() -> list[float]:
+            return [r["objective"] for r in grid_rows(chrome, "trials-grid")]
+
+        wait_until(lambda: shown_objectives() == pytest.approx(objectives, rel=1e-5), message="ascending")
         chrome.find_element(header).click()
         wait_until(
-            lambda: [r["objective"] for r in grid_rows(chrome, "trials-grid")] == objectives[::-1],
-            message="desc",
+            lambda: shown_objectives() == pytest.approx(objectives[::-1], rel=1e-5), message="descending"
         )
         shown = [float(c) for c in grid_cells(chrome, "trials-grid", "objective")]
         assert shown == pytest.approx(objectives[::-1], abs=1e-4)  # what is drawn, rounded
@@ -381,7 +382,7 @@ def test_the_trials_grid_sorts_filters_exports_and_compares(
 
         exported = pd.read_csv(downloads / "trials.csv")
         assert list(exported["trial"]) == [2]
-        assert exported.loc[0, "objective"] == pytest.approx(records[2].objective)
+        assert exported.loc[0, "objective"] == pytest.approx(records[2].objective, rel=1e-5)
         assert "lr" in exported.columns  # the hyperparameters, by their names
         from selenium.webdriver.common.keys import Keys
 

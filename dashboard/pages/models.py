@@ -89,6 +89,7 @@ def models_table(registry: Registry, files: dict[str, ModelFiles]) -> Component:
         columns,
         rows,
         row_id="model",
+        text_ids=True,
         file_name="models.csv",
         row_classes={
             "row-current": "params.data.in_use === 'in use'",
