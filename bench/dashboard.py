@@ -20,9 +20,9 @@
    call (``list_runs``, ``list_trials``, ``load_registry``) and reports a change on every tick.
 5. **Bytes of a cold first load** of every page (``--transfer``, on by default when Chromium is
    installed): a fresh headless Chromium (empty profile, cache disabled) opens the page on a
-   served dashboard and every byte it receives is summed from Chromium's own network events
-   (``Network.loadingFinished``'s ``encodedDataLength``: on the wire, headers included, after
-   compression), until the page's content has drawn and the network has been quiet for 2 s. The
+   served dashboard and every byte it receives is summed from the browser's Resource Timing
+   entries (``transferSize``: on the wire, headers included, after compression), once the
+   page's content has drawn and no request has started or finished for 2 s. The
    server is in its steady state: each script bundle already compressed at brotli's best (a
    first visit has triggered it and the benchmark waits for it).
 6. **Prediction latency**: the Predict page's callback for a 10-row query (server time over
@@ -388,7 +388,7 @@ def prediction_latency(store_root: Path, repeats: int) -> dict[str, Any]:
 
 
 def _chromium(profile: Path) -> Any:
-    """A fresh headless Chromium with its network events logged (selenium, as the browser tests)."""
+    """A fresh headless Chromium, its cache disabled (selenium, as the browser tests)."""
     from selenium import webdriver
     from selenium.webdriver.common.desired_capabilities import DesiredCapabilities
     from selenium.webdriver.remote.remote_connection import RemoteConnection
@@ -408,68 +408,63 @@ def _chromium(profile: Path) -> Any:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
-    capabilities = DesiredCapabilities.CHROME.copy()
-    capabilities["goog:loggingPrefs"] = {"performance": "ALL"}
-    driver = webdriver.Chrome(options=options, desired_capabilities=capabilities)
+    driver = webdriver.Chrome(options=options, desired_capabilities=DesiredCapabilities.CHROME.copy())
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
     return driver
 
 
-def _page_bytes(url: str, ready: str, profile: Path, quiet_s: float = 2.0) -> dict[str, Any]:
-    """Bytes a cold browser receives to show ``url``: on the wire and decoded, per resource kind."""
-    import json as json_module
+RESOURCES_JS = """
+return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))
+    .map(e => [e.name, e.transferSize, e.decodedBodySize, e.responseEnd > 0]);
+"""
 
+
+def _page_bytes(url: str, ready: str, profile: Path, quiet_s: float = 2.0) -> dict[str, Any]:
+    """Bytes a cold browser receives to show ``url``: on the wire and decoded, per resource kind.
+
+    From the browser's Resource Timing entries (``transferSize``: on the wire, headers included,
+    after compression; ``decodedBodySize``), once the page's content has drawn and no request
+    has started or finished for ``quiet_s`` seconds.
+    """
     driver = _chromium(profile)
     try:
+        driver.set_script_timeout(30)
+        driver.execute_script("performance.setResourceTimingBufferSize(10000)")
         driver.get(url)
-        deadline = time.monotonic() + 120
-        wire: dict[str, int] = {}
-        decoded: dict[str, int] = {}
-        urls: dict[str, str] = {}
-        last_event = time.monotonic()
+        driver.execute_script("performance.setResourceTimingBufferSize(10000)")
+        deadline = time.monotonic() + 180
         drawn = False
+        last: Any = None
+        quiet_since = time.monotonic()
+        entries: list[Any] = []
         while time.monotonic() < deadline:
-            entries = driver.get_log("performance")
-            for entry in entries:
-                message = json_module.loads(entry["message"])["message"]
-                params = message.get("params", {})
-                if message["method"] == "Network.requestWillBeSent":
-                    urls[params["requestId"]] = params["request"]["url"]
-                elif message["method"] == "Network.dataReceived":
-                    decoded[params["requestId"]] = decoded.get(params["requestId"], 0) + params["dataLength"]
-                elif message["method"] == "Network.loadingFinished":
-                    wire[params["requestId"]] = int(params["encodedDataLength"])
-            if entries:
-                last_event = time.monotonic()
+            entries = driver.execute_script(RESOURCES_JS)
+            state = [(e[0], e[3]) for e in entries]
+            if state != last:
+                last, quiet_since = state, time.monotonic()
             drawn = drawn or bool(driver.find_elements_by_css_selector(ready))
-            if drawn and time.monotonic() - last_event > quiet_s:
+            if drawn and all(e[3] for e in entries) and time.monotonic() - quiet_since > quiet_s:
                 break
-            time.sleep(0.2)
-        # only the dashboard's own requests (Chromium also logs its new-tab page's resources)
-        origin = url.split("/", 3)[:3]
-        ours = {r for r, address in urls.items() if address.split("/", 3)[:3] == origin}
-        wire = {r: v for r, v in wire.items() if r in ours}
-        decoded = {r: v for r, v in decoded.items() if r in ours}
+            time.sleep(0.25)
         kinds: dict[str, int] = {}
-        for request_id, size in wire.items():
-            address = urls.get(request_id, "")
+        for address, size, _, _ in entries:
             kind = (
                 "plotly.js"
                 if "plotly.min.js" in address
                 else "ag-grid"
                 if "dash_ag_grid" in address
                 else "other scripts"
-                if address.endswith(".js") or ".js?" in address
+                if address.split("?")[0].endswith(".js")
                 else "callbacks and layout"
                 if "/_dash-" in address
                 else "index and other"
             )
-            kinds[kind] = kinds.get(kind, 0) + size
+            kinds[kind] = kinds.get(kind, 0) + int(size)
         return {
-            "wire_bytes": sum(wire.values()),
-            "decoded_bytes": sum(decoded.values()),
-            "requests": len(wire),
+            "wire_bytes": sum(int(e[1]) for e in entries),
+            "decoded_bytes": sum(int(e[2]) for e in entries),
+            "requests": len(entries),
             "by_kind": kinds,
             "drawn": drawn,
         }
