@@ -501,9 +501,11 @@ def epitope_auc(
         "line": {"dash": "dash", "color": NEUTRAL},
     }
     if positives:
+        listed = [f"{e} ({positives[e]} positives)" for e in without]
+        # four to a line, so a long list wraps instead of running off the figure
+        lines = [", ".join(listed[i : i + 4]) for i in range(0, len(listed), 4)]
         footer = (
-            "epitopes without an AUC in this split: "
-            + ", ".join(f"{e} ({positives[e]} positives)" for e in without)
+            "epitopes without an AUC in this split: " + ",<br>".join(lines)
             if without
             else "every epitope of the data has an AUC here"
         )
@@ -511,6 +513,7 @@ def epitope_auc(
     else:
         footer = "positives per epitope unknown" + (f": {missing_counts}" if missing_counts else "")
         subtitle = "positives per epitope unknown"
+    footer_lines = footer.count("<br>") + 1
     annotation = {
         "text": footer,
         "x": 0,
@@ -519,7 +522,7 @@ def epitope_auc(
         "yref": "paper",
         "xanchor": "left",
         "yanchor": "top",
-        "yshift": -45,
+        "yshift": -62,  # under the axis title
         "showarrow": False,
         "font": {"size": 11, "color": "#4b5563"},
         "align": "left",
@@ -527,10 +530,10 @@ def epitope_auc(
     return _figure(
         [bar],
         f"ROC-AUC per epitope ({split}; dashed: chance; {subtitle})",
-        height=max(340, 26 * len(items) + 150),
+        height=max(340, 26 * len(items) + 150) + 16 * footer_lines,
         shapes=[chance],
         annotations=[annotation],
-        margin={"l": 60, "r": 20, "t": 70, "b": 80},
+        margin={"l": 60, "r": 20, "t": 70, "b": 80 + 16 * footer_lines},
         xaxis={"range": [0, 1], "title": {"text": "ROC-AUC (0.5 chance)"}},
     )
 

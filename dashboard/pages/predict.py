@@ -125,10 +125,13 @@ def predict_text(ctx: Dashboard, text: str, model_id: str | None) -> tuple[Compo
 
 
 def results_grid(frame: pd.DataFrame) -> Component:
-    """The answers as a grid; a row's warning highlighted, invalid rows red, binding rows blue."""
+    """The answers as a grid, the answer before the input; a row's warning highlighted, invalid
+    rows red, binding rows blue."""
     numeric = {"line", "score"}
+    # the answer first (score, yes/no, warning, message), then what was asked
+    first = [c for c in ("line", "score", "binding", "warning", "message") if c in frame.columns]
     columns = []
-    for name in frame.columns:
+    for name in [*first, *(c for c in frame.columns if c not in first)]:
         extra: dict[str, Any] = {}
         if name == "warning":
             extra = {
