@@ -820,12 +820,16 @@ def encode_hyperparameters(frame: pd.DataFrame, names: list[str]) -> pd.DataFram
     return pd.DataFrame(encoded, index=frame.index)
 
 
+IMPORTANCE_TREES = 100
+IMPORTANCE_REPEATS = 10
+
+
 def hyperparameter_importance(
-    frame: pd.DataFrame, names: list[str], repeats: int = 20, seed: int = 0
+    frame: pd.DataFrame, names: list[str], repeats: int = IMPORTANCE_REPEATS, seed: int = 0
 ) -> Importance:
     """Which hyperparameters the objective depends on, as a random forest sees it.
 
-    A random forest (scikit-learn, 200 trees) is fitted to predict the objective from the
+    A random forest (scikit-learn, 100 trees) is fitted to predict the objective from the
     hyperparameters of the run's successful trials; each hyperparameter's importance is the mean
     drop in the forest's R² when that column alone is shuffled (``permutation_importance``,
     ``repeats`` shuffles; the spread is their standard deviation), on the same trials. It ranks
@@ -846,7 +850,7 @@ def hyperparameter_importance(
 
     x = encode_hyperparameters(ok, names)
     y = ok["objective"].astype(float).to_numpy()
-    forest = RandomForestRegressor(n_estimators=200, random_state=seed, min_samples_leaf=1, n_jobs=1)
+    forest = RandomForestRegressor(n_estimators=IMPORTANCE_TREES, random_state=seed, n_jobs=1)
     forest.fit(x, y)
     result = permutation_importance(forest, x, y, n_repeats=repeats, random_state=seed, n_jobs=1)
     return Importance(

@@ -715,6 +715,18 @@ def test_hyperparameter_importance_finds_what_the_objective_depends_on() -> None
     assert "at least 5 successful trials" in few.reason
 
 
+def test_a_big_run_updates_its_importance_every_25_trials() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"trial_id": range(60), "lr": rng.uniform(0, 1, 60)})
+    frame["objective"] = frame["lr"] + rng.normal(0, 0.01, 60)
+    assert trials.importance_of(frame.head(20), ["lr"]).trials == 20  # small runs: every trial
+    assert trials.importance_of(frame.head(49), ["lr"]).trials == 25
+    assert trials.importance_of(frame.head(50), ["lr"]).trials == 50
+    assert trials.importance_of(frame, ["lr"]).trials == 50  # 60: the first 50 until 75
+
+
 def test_the_trials_page_draws_parallel_coordinates_and_importance(copied_store: SearchStore) -> None:
     import numpy as np
 
