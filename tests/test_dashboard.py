@@ -666,6 +666,28 @@ def test_the_trials_grid_has_every_trial_metric_and_hyperparameter(copied_store:
     assert {"label": "param:lr", "value": "param:lr"} in pins
 
 
+def test_a_refresh_sends_the_grid_only_the_trials_that_changed(copied_store: SearchStore) -> None:
+    from dash import no_update
+
+    ctx = dashboard(copied_store)
+    snapshots = trials.GridSnapshots()
+    rows, transaction, columns, _, count, _, sent = trials.grid_update(ctx, snapshots, None, None)
+    assert len(rows) == 4  # a new client: everything
+    assert transaction is no_update
+    assert columns is not no_update
+    new_trial(copied_store, 4)
+    rows, transaction, columns, _, count, _, sent = trials.grid_update(ctx, snapshots, None, sent)
+    assert rows is no_update
+    assert [r["trial"] for r in transaction["add"]] == [4]  # one row, not five
+    assert transaction["update"] == transaction["remove"] == []
+    assert columns is no_update  # same columns: the client keeps its pins, widths and sort
+    assert count == "5 trials in 1 run(s)"
+    rows, transaction, *_ = trials.grid_update(ctx, snapshots, None, sent)
+    assert rows is no_update
+    assert transaction is no_update
+    assert trials.grid_update(ctx, snapshots, None, 12345)[0] is not no_update  # unknown: everything
+
+
 def test_comparing_trials_draws_curves_metrics_and_each_runs_baseline(copied_store: SearchStore) -> None:
     ctx = dashboard(copied_store)
     chosen = [

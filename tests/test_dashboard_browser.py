@@ -415,6 +415,9 @@ def test_the_trials_grid_sorts_filters_exports_and_compares(
         # the selection survives a refresh that brings a new trial
         add_finished_trial(copied_store, 6)
         chrome.wait_for_contains_text("#trials-count", "7 trials in 1 run(s)", timeout=30)
+        # the new trial arrives as a one-row transaction; the grid keeps its rows and selection
+        wait_until(lambda: len(grid_rows(chrome, "trials-grid")) == 7, message="seven rows")
+        assert chrome.find_element("#trials-grid .ag-pinned-left-header [col-id='param:lr']")  # pin kept
         chrome.wait_for_contains_text("#trials-selected", "2 trial(s) selected")
 
         chrome.wait_for_element("#trials-parallel .main-svg")

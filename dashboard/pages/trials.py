@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import dash
 import pandas as pd
 import plotly.graph_objects as go
-from dash import Input, Output, State, dcc, html
+from dash import Input, Output, State, dcc, html, no_update
 from dash.development.base_component import Component
 
 from dashboard import figures
@@ -62,6 +64,7 @@ def layout(**_: Any) -> html.Div:
             ),
             html.Div(id="trials-count", className="summary"),
             html.Div(id="trials-none"),
+            dcc.Store(id="trials-sent"),
             trials_grid([]),
             html.H2("Compare the selected trials"),
             html.Div(
@@ -242,6 +245,59 @@ def grid_content(ctx: Dashboard, pinned: Sequence[str] | None) -> tuple[Any, ...
     )
 
 
+class GridSnapshots:
+    """What the grid was last sent, per client, so a refresh sends only what changed.
+
+    Each update is numbered; the client keeps the number of the rows it holds (``trials-sent``)
+    and the server the rows of the last ``keep`` numbers. With a thousand trials the full data
+    is 250 kB compressed; a trial that lands while a search runs is then one row of AG Grid's
+    ``rowTransaction`` instead. A client whose number is unknown (a new page, or too old) gets
+    everything.
+    """
+
+    def __init__(self, keep: int = 32) -> None:
+        self.keep = keep
+        self._next = 0
+        self._sent: OrderedDict[int, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def update(
+        self, rows: list[dict[str, Any]], columns: tuple[str, ...], sent: int | None
+    ) -> tuple[Any, Any, bool, int]:
+        """``(rowData, rowTransaction, columns changed, number)``: the full rows or a
+        transaction (each ``no_update`` when not needed), whether the columns differ from what
+        the client holds, and the number the client now holds."""
+        current = {r["key"]: r for r in rows}
+        with self._lock:
+            previous = self._sent.get(sent) if sent is not None else None
+            number = self._next
+            self._next += 1
+            self._sent[number] = (current, columns)
+            while len(self._sent) > self.keep:
+                self._sent.popitem(last=False)
+        if previous is None:
+            return rows, no_update, True, number
+        before, before_columns = previous
+        add = [r for k, r in current.items() if k not in before]
+        update = [r for k, r in current.items() if k in before and before[k] != r]
+        remove = [{"key": k} for k in before if k not in current]
+        transaction = (
+            {"add": add, "update": update, "remove": remove} if add or update or remove else no_update
+        )
+        return no_update, transaction, columns != before_columns, number
+
+
+def grid_update(
+    ctx: Dashboard, snapshots: GridSnapshots, pinned: Sequence[str] | None, sent: int | None
+) -> tuple[Any, ...]:
+    """:func:`grid_content` as the callback sends it: a transaction of the changed rows when the
+    client's rows are known, the column definitions only when the columns changed."""
+    rows, columns, pins, count, empty = grid_content(ctx, pinned)
+    names = tuple(pins_value["value"] for pins_value in pins)
+    row_data, transaction, columns_changed, number = snapshots.update(rows, names, sent)
+    return row_data, transaction, columns if columns_changed else no_update, pins, count, empty, number
+
+
 # ---------------------------------------------------------------------------------------------
 # Comparing the selection
 # ---------------------------------------------------------------------------------------------
@@ -370,17 +426,30 @@ def run_figures(ctx: Dashboard, run_id: str | None) -> tuple[go.Figure, go.Figur
 
 
 def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
+    snapshots = GridSnapshots()
+
     @app.callback(
         Output("trials-grid", "rowData"),
+        Output("trials-grid", "rowTransaction"),
         Output("trials-grid", "columnDefs"),
         Output("trials-pin", "options"),
         Output("trials-count", "children"),
         Output("trials-none", "children"),
+        Output("trials-sent", "data"),
         Input("store-version", "data"),
-        Input("trials-pin", "value"),
+        State("trials-sent", "data"),
+        State("trials-pin", "value"),
     )
-    def update_grid(_: int, pinned: list[str] | None) -> tuple[Any, ...]:
-        return grid_content(ctx, pinned)
+    def update_grid(_: int, sent: int | None, pinned: list[str] | None) -> tuple[Any, ...]:
+        return grid_update(ctx, snapshots, pinned, sent)
+
+    @app.callback(
+        Output("trials-grid", "columnDefs", allow_duplicate=True),
+        Input("trials-pin", "value"),
+        prevent_initial_call=True,
+    )
+    def pin_columns(pinned: list[str] | None) -> Any:
+        return grid_columns(all_trial_rows(ctx), pinned or [])
 
     @app.callback(
         Output("trials-grid", "exportDataAsCsv"),
