@@ -853,6 +853,13 @@ def test_the_models_page_counts_positives_from_the_prepared_data(copied_store: S
     text = text_of(details)
     assert "n+ = " in text
     assert "No k-mer baseline stored" in text
+    interval = {"metric": "mean_epitope_auc", "delta": 0.03, "low": -0.01, "high": 0.07, "resamples": 1000}
+    baseline = ctx.baseline(copied_store.run_id)
+    with_interval = text_of(
+        models.model_details(entry, None, model_files(ctx.store, entry), baseline, positives, "", interval)
+    )
+    assert "Δ mean_epitope_auc = +0.0300 (interval -0.0100 to +0.0700" in with_interval
+    assert "the k-mer baseline on test paper_objective" in with_interval
 
 
 def test_the_query_log_shows_each_input_field_as_a_column(copied_store: SearchStore) -> None:

@@ -20,7 +20,14 @@ from dashboard.components import (
     note,
     reference_block,
 )
-from dashboard.data import Dashboard, ModelFiles, epitope_positives, model_files, reference
+from dashboard.data import (
+    Dashboard,
+    ModelFiles,
+    epitope_positives,
+    model_files,
+    promotion_interval,
+    reference,
+)
 from tcr_pipeline.bundle import ModelCard
 from tcr_pipeline.metrics import confusion_matrix, epitope_aucs
 from tcr_pipeline.store import Registry, RegistryEntry
@@ -105,6 +112,7 @@ def model_details(
     baseline: dict[str, dict[str, float]] | None = None,
     positives: dict[str, int] | None = None,
     no_positives: str = "",
+    interval: dict[str, Any] | None = None,
 ) -> Component:
     """A model's results: metrics per split beside its run's k-mer baseline and always-negative,
     its training curves, confusion matrix, epitope AUCs (each bar with its number of test
@@ -137,7 +145,10 @@ def model_details(
             ),
             html.H3("against the k-mer baseline and always-negative (test split)"),
             reference_block(
-                reference("test", entry.test_metrics, baseline), entry.objective_name, id="models-reference"
+                reference("test", entry.test_metrics, baseline),
+                entry.objective_name,
+                interval,
+                id="models-reference",
             ),
             graph(figure=figures.training_curves({entry.model_id: history}, "val_roc_auc")),
             html.Div(
@@ -198,6 +209,8 @@ def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
             if prepared
             else None
         )
+        registry = ctx.reader.registry()
+        promotion = next((p for p in reversed(registry.history) if p.model_id == entry.model_id), None)
         return model_details(
             entry,
             ctx.models.card(entry),
@@ -205,4 +218,5 @@ def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
             ctx.baseline(entry.run_id),
             positives,
             why,
+            promotion_interval(promotion) if promotion else None,
         )
