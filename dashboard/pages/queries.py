@@ -92,10 +92,10 @@ def queries_table(queries: list[Query], total: int, page: int) -> tuple[Componen
         column("model", "model"),
         column("valid", "valid", cellClassRules={"cell-failed": "params.value === 'invalid'"}),
         column("line", "line", True),
-        {"headerName": "input", "children": [column(f"in:{f}", f) for f in input_fields(queries)]},
         column("score", "score", True),
         column("binds", "binds"),
-        column("error", "error", tooltipField="error"),
+        column("error", "error", tooltipField="error", maxWidth=420),
+        {"headerName": "input", "children": [column(f"in:{f}", f) for f in input_fields(queries)]},
         column("latency_ms", "request ms", True),
     ]
     first = page * PAGE_SIZE + 1
