@@ -608,15 +608,19 @@ def print_pages(rows: list[dict[str, Any]]) -> None:
         "naive idle tick",
     ):
         table.add_column(column, justify="left" if column == "page" else "right")
+
+    def naive(row: dict[str, Any], key: str) -> str:  # absent with --no-naive
+        return _ms(row["naive"][key]["median"]) if "naive" in row else "–"
+
     for r in rows:
         table.add_row(
             r["page"],
             _spread(r["ours"]["first_load"]),
-            _ms(r["naive"]["first_load"]["median"]),
+            naive(r, "first_load"),
             _spread(r["ours"]["refresh"]),
-            _ms(r["naive"]["refresh"]["median"]),
+            naive(r, "refresh"),
             _ms(r["ours"]["idle_tick"]["median"]),
-            _ms(r["naive"]["idle_tick"]["median"]),
+            naive(r, "idle_tick"),
         )
     console.print(table)
 
