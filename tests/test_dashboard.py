@@ -898,6 +898,24 @@ def test_predict_shows_the_librarys_warnings_highlighted() -> None:
     assert "warning" not in answers[1].as_query().output
 
 
+def test_the_query_log_keeps_and_shows_a_rows_warning(tmp_path: Path) -> None:
+    from dashboard.prediction import Answer
+    from tcr_pipeline.querylog import QueryLog
+
+    log = QueryLog(tmp_path / "queries.sqlite")
+    answers = [
+        Answer(2, {"CDR3_beta": "CASSF"}, 0.9, True, "", "V_beta TRBV99-9*01 never seen in training"),
+        Answer(3, {"CDR3_beta": "CASSG"}, 0.1, False, ""),
+    ]
+    log.log([a.as_query() for a in answers], "m", "dashboard", 1.0)
+    grid, _ = queries.queries_table(log.read(0, 25), log.count(), 0)
+    by_line = {r["line"]: r for r in grid.rowData}
+    assert by_line[2]["warning"] == "V_beta TRBV99-9*01 never seen in training"
+    assert by_line[3]["warning"] == ""
+    warning = next(c for c in grid.columnDefs if c.get("field") == "warning")
+    assert warning["cellClassRules"] == {"cell-warning": "params.value"}
+
+
 def test_predict_works_with_a_library_without_the_warning_column(copied_store: SearchStore) -> None:
     ctx = dashboard(copied_store)
     text, _ = predict.example_text(ctx, None, seed=0)

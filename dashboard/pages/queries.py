@@ -77,6 +77,7 @@ def query_row(query: Query) -> dict[str, Any]:
         **{f"in:{k}": v for k, v in query.input.items()},
         "score": score if isinstance(score, float) else None,
         "binds": ("yes" if query.output.get("prediction") else "no") if query.valid else "",
+        "warning": str(query.output.get("warning") or ""),
         "error": query.error,
         "latency_ms": query.latency_ms,
     }
@@ -94,6 +95,7 @@ def queries_table(queries: list[Query], total: int, page: int) -> tuple[Componen
         column("line", "line", True),
         column("score", "score", True),
         column("binds", "binds"),
+        column("warning", "warning", tooltipField="warning", cellClassRules={"cell-warning": "params.value"}),
         column("error", "error", tooltipField="error", maxWidth=420),
         {"headerName": "input", "children": [column(f"in:{f}", f) for f in input_fields(queries)]},
         column("latency_ms", "request ms", True),
