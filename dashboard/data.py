@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tcr_pipeline.bundle import (
     CARD_FILE,
@@ -722,8 +722,12 @@ def reference(split: str, model: dict[str, float], baseline: dict[str, dict[str,
 def promotion_interval(promotion: Any) -> dict[str, Any] | None:
     """The optional bootstrap interval a promotion record may carry (``interval``: metric, delta,
     low, high, resamples), or None when the record has none or it is malformed."""
-    extra = getattr(promotion, "model_extra", None) or {}
-    interval = extra.get("interval")
+    # an extra field today; a typed field (a dict or a pydantic model) once the store declares it
+    interval: Any = getattr(promotion, "interval", None)
+    if interval is None:
+        interval = (getattr(promotion, "model_extra", None) or {}).get("interval")
+    if isinstance(interval, BaseModel):
+        interval = interval.model_dump()
     if not isinstance(interval, dict):
         return None
     try:

@@ -820,6 +820,23 @@ def test_a_malformed_promotion_interval_is_ignored() -> None:
     assert promotion_interval(plain) is None
     assert promotion_interval(plain.model_copy(update={"interval": {"delta": "x"}})) is None
     assert promotion_interval(plain.model_copy(update={"interval": "0.03"})) is None
+    from pydantic import BaseModel
+
+    class Interval(BaseModel):  # the shape a typed field would have
+        metric: str
+        delta: float
+        low: float
+        high: float
+        resamples: int | None = None
+
+    typed = plain.model_copy(update={"interval": Interval(metric="m", delta=0.1, low=0.0, high=0.2)})
+    assert promotion_interval(typed) == {
+        "metric": "m",
+        "delta": 0.1,
+        "low": 0.0,
+        "high": 0.2,
+        "resamples": None,
+    }
 
 
 def test_per_epitope_bars_carry_their_positives_and_list_the_rest() -> None:
