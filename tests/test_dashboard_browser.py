@@ -236,6 +236,8 @@ def test_every_page_a_prediction_and_the_query_log(
         current = copied_store.store.load_registry().current
         assert current is not None
         chrome.wait_for_contains_text("#overview-best-card", current)
+        chrome.wait_for_contains_text("#overview-reference", "the k-mer baseline on test paper_objective")
+        chrome.wait_for_contains_text("#overview-reference", "always negative")
         screenshot(chrome, "overview")
 
         # the search goes on: a new trial appears without a reload
@@ -256,6 +258,8 @@ def test_every_page_a_prediction_and_the_query_log(
         chrome.wait_for_element("#balance-splits .main-svg")
         chrome.wait_for_element("#balance-sampler .main-svg")
         chrome.wait_for_contains_text("#balance-facts-table", "recall on positives")
+        chrome.wait_for_contains_text("#balance-epitope-auc", "n+ =")
+        chrome.wait_for_contains_text("#balance-epitope-auc", "epitopes without an AUC")
         screenshot(chrome, "class-balance")
 
         navigate(chrome, "models")
