@@ -18,9 +18,16 @@
    ``store-version`` triggers are timed.
 4. The same with a **naive reader** that re-reads the whole store through ``Store`` on every
    call (``list_runs``, ``list_trials``, ``load_registry``) and reports a change on every tick.
-5. **Prediction latency**: the Predict page's callback for a 10-row query (server time over
+5. **Bytes of a cold first load** of every page (``--transfer``, on by default when Chromium is
+   installed): a fresh headless Chromium (empty profile, cache disabled) opens the page on a
+   served dashboard and every byte it receives is summed from the browser's Resource Timing
+   entries (``transferSize``: on the wire, headers included, after compression), once the
+   page's content has drawn and no request has started or finished for 2 s. The
+   server is in its steady state: each script bundle already compressed at brotli's best (a
+   first visit has triggered it and the benchmark waits for it).
+6. **Prediction latency**: the Predict page's callback for a 10-row query (server time over
    HTTP, and the parse + predict part the query log records), model already loaded.
-6. **CLI throughput**: ``tcr-pipeline predict`` on ``--cli-rows`` (default 100,000) rows sampled
+7. **CLI throughput**: ``tcr-pipeline predict`` on ``--cli-rows`` (default 100,000) rows sampled
    from the shipped data, in a subprocess (wall time, interpreter start included), and the cost of
    logging those rows to the query log (``tcr_pipeline.querylog.log_prediction``, what
    ``predict --log`` adds).
@@ -84,6 +91,17 @@ PAGES = {page.NAME.lower(): page.PATH for page in DASHBOARD_PAGES}
 TARGET_FIRST_LOAD_S = 1.5
 TARGET_REFRESH_S = 0.2
 TARGET_PREDICT_S = 0.05
+TARGET_COLD_LOAD_BYTES = 1_500_000
+PAGE_READY = {  # what shows that a page has drawn its content
+    "/": "#overview-runs-table",
+    "/training": "#training-curves .main-svg",
+    "/trials": "#trials-parallel .main-svg",
+    "/balance": "#balance-epitope-auc .main-svg",
+    "/models": "#models-details-body .main-svg",
+    "/predict": "#predict-model",
+    "/queries": "#queries-position",
+    "/monitoring": "#monitoring-status",
+}
 
 console = Console(width=None if sys.stdout.isatty() else 170)
 
@@ -370,6 +388,131 @@ def prediction_latency(store_root: Path, repeats: int) -> dict[str, Any]:
     }
 
 
+def _chromium(profile: Path) -> Any:
+    """A fresh headless Chromium, its cache disabled (selenium, as the browser tests)."""
+    from selenium import webdriver
+    from selenium.webdriver.common.desired_capabilities import DesiredCapabilities
+    from selenium.webdriver.remote.remote_connection import RemoteConnection
+
+    RemoteConnection.set_timeout(120)
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("TCR_CHROMIUM", "/usr/bin/chromium")
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, desired_capabilities=DesiredCapabilities.CHROME.copy())
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
+    return driver
+
+
+RESOURCES_JS = """
+return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))
+    .map(e => [e.name, e.transferSize, e.decodedBodySize, e.responseEnd > 0]);
+"""
+
+
+def _page_bytes(url: str, ready: str, profile: Path, quiet_s: float = 2.0) -> dict[str, Any]:
+    """Bytes a cold browser receives to show ``url``: on the wire and decoded, per resource kind.
+
+    From the browser's Resource Timing entries (``transferSize``: on the wire, headers included,
+    after compression; ``decodedBodySize``), once the page's content has drawn and no request
+    has started or finished for ``quiet_s`` seconds.
+    """
+    driver = _chromium(profile)
+    try:
+        driver.set_script_timeout(30)
+        driver.execute_script("performance.setResourceTimingBufferSize(10000)")
+        driver.get(url)
+        driver.execute_script("performance.setResourceTimingBufferSize(10000)")
+        deadline = time.monotonic() + 180
+        drawn = False
+        last: Any = None
+        quiet_since = time.monotonic()
+        entries: list[Any] = []
+        while time.monotonic() < deadline:
+            entries = driver.execute_script(RESOURCES_JS)
+            state = [(e[0], e[3]) for e in entries]
+            if state != last:
+                last, quiet_since = state, time.monotonic()
+            drawn = drawn or bool(driver.find_elements_by_css_selector(ready))
+            if drawn and all(e[3] for e in entries) and time.monotonic() - quiet_since > quiet_s:
+                break
+            time.sleep(0.25)
+        kinds: dict[str, int] = {}
+        for address, size, _, _ in entries:
+            kind = (
+                "plotly.js"
+                if "plotly.min.js" in address
+                else "ag-grid"
+                if "dash_ag_grid" in address
+                else "other scripts"
+                if address.split("?")[0].endswith(".js")
+                else "callbacks and layout"
+                if "/_dash-" in address
+                else "index and other"
+            )
+            kinds[kind] = kinds.get(kind, 0) + int(size)
+        return {
+            "wire_bytes": sum(int(e[1]) for e in entries),
+            "decoded_bytes": sum(int(e[2]) for e in entries),
+            "requests": len(entries),
+            "by_kind": kinds,
+            "drawn": drawn,
+        }
+    finally:
+        driver.quit()
+
+
+def _has_chromium() -> bool:
+    return Path(os.environ.get("TCR_CHROMIUM", "/usr/bin/chromium")).is_file() and bool(
+        shutil.which("chromedriver")
+    )
+
+
+def transfer_bytes(store_root: Path, paths: dict[str, str], workdir: Path) -> dict[str, Any]:
+    """Bytes of a cold first load of each page, on a served dashboard in its steady state."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    app = create_app(store_root, best_compression=True)
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        out: dict[str, Any] = {}
+        first = True
+        for page, path in paths.items():
+            ready = PAGE_READY.get(path, "#_pages_content")
+            if first:  # the server's first visitor: bundles compressed quickly, then best in the background
+                out["_first_visitor_" + page] = _page_bytes(url + path, ready, workdir / "warm-profile")
+                first = False
+            measured = _page_bytes(url + path, ready, workdir / f"profile-{page}")  # wakes async chunks
+            app.server.config["tcr_bundles"].wait()
+            measured = _page_bytes(url + path, ready, workdir / f"profile-{page}-2")
+            out[page] = measured
+            console.log(
+                f"{page:14s} cold load {measured['wire_bytes'] / 1e6:.2f} MB on the wire "
+                f"({measured['decoded_bytes'] / 1e6:.2f} MB decoded, {measured['requests']} requests): "
+                + ", ".join(f"{k} {v / 1e3:.0f} kB" for k, v in sorted(measured["by_kind"].items()))
+            )
+        return out
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
 def cli_throughput(raw: Path, bundle: Path, rows: int, repeats: int, workdir: Path) -> dict[str, Any]:
     """``tcr-pipeline predict`` on ``rows`` rows in a subprocess, and the query-log cost of them."""
     frame = pd.read_csv(raw, dtype=str, keep_default_na=False)
@@ -466,15 +609,19 @@ def print_pages(rows: list[dict[str, Any]]) -> None:
         "naive idle tick",
     ):
         table.add_column(column, justify="left" if column == "page" else "right")
+
+    def naive(row: dict[str, Any], key: str) -> str:  # absent with --no-naive
+        return _ms(row["naive"][key]["median"]) if "naive" in row else "–"
+
     for r in rows:
         table.add_row(
             r["page"],
             _spread(r["ours"]["first_load"]),
-            _ms(r["naive"]["first_load"]["median"]),
+            naive(r, "first_load"),
             _spread(r["ours"]["refresh"]),
-            _ms(r["naive"]["refresh"]["median"]),
+            naive(r, "refresh"),
             _ms(r["ours"]["idle_tick"]["median"]),
-            _ms(r["naive"]["idle_tick"]["median"]),
+            naive(r, "idle_tick"),
         )
     console.print(table)
 
@@ -498,6 +645,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pages", default=",".join(PAGES), help=f"pages to time, comma-separated, of: {', '.join(PAGES)}"
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive reader")
+    parser.add_argument(
+        "--transfer",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="measure the bytes of a cold first load in Chromium (default auto: when it is installed)",
+    )
+    parser.add_argument(
+        "--only-transfer", action="store_true", help="measure only the bytes of a cold first load"
+    )
     parser.add_argument("--raw", type=Path, default=DEFAULT_RAW, help="raw CSV to prepare and sample")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results JSON (default {DEFAULT_OUT})")
     parser.add_argument("--keep", type=Path, default=None, help="build the store here and keep it")
@@ -539,72 +695,95 @@ def main(argv: list[str] | None = None) -> int:
             f"store: {args.trials} trials × {args.epochs} epochs, {megabytes:.1f} MB of trial.json, "
             f"built in {built['seconds_to_build']:.0f} s"
         )
-        # The very first request of this process pays plotly's lazy imports; `tcr-pipeline
-        # dashboard` pays them at start-up instead (dashboard.app.run starts figures.warm_up in a
-        # thread). Time both once, then the pages on a server that has started that way.
-        first_path = PAGES[args.pages[0]]
-        cold = first_load(store_root, first_path, naive=False)
-        warm_started = time.perf_counter()
-        figures.warm_up()
-        startup = {
-            "first_page": args.pages[0],
-            "process_cold_first_load_s": cold,
-            "figures_warm_up_s": time.perf_counter() - warm_started,
-        }
-        console.log(
-            f"process-cold first load of {args.pages[0]!r}: {_ms(cold)} ms; figures.warm_up "
-            f"(the server's start-up thread) {_ms(startup['figures_warm_up_s'])} ms"
-        )
-        readers = ["ours"] if args.no_naive else ["ours", "naive"]
-        rows = []
-        for page in args.pages:
-            path = PAGES[page]
-            row: dict[str, Any] = {"page": page, "path": path}
-            for reader in readers:
-                naive = reader == "naive"
-                loads = [first_load(store_root, path, naive) for _ in range(args.repeats)]
-                refreshes, idles = [], []
-                for _ in range(args.repeats):
-                    refresh, idle = refresh_after_new_trials(
-                        store_root, path, naive, template, args.trials, args.new
+        transfer: dict[str, Any] | None = None
+        if args.transfer == "yes" or args.only_transfer or (args.transfer == "auto" and _has_chromium()):
+            transfer = transfer_bytes(store_root, {p: PAGES[p] for p in args.pages}, root)
+        elif args.transfer == "auto":
+            console.log("no Chromium: the bytes of a cold first load are not measured (--transfer yes)")
+        rows: list[dict[str, Any]] = []
+        predict: dict[str, Any] = {}
+        cli: dict[str, Any] = {}
+        startup: dict[str, Any] = {}
+        if not args.only_transfer:
+            # The very first request of this process pays plotly's lazy imports; `tcr-pipeline
+            # dashboard` pays them at start-up instead (dashboard.app.run starts figures.warm_up in a
+            # thread). Time both once, then the pages on a server that has started that way.
+            first_path = PAGES[args.pages[0]]
+            cold = first_load(store_root, first_path, naive=False)
+            warm_started = time.perf_counter()
+            figures.warm_up()
+            startup = {
+                "first_page": args.pages[0],
+                "process_cold_first_load_s": cold,
+                "figures_warm_up_s": time.perf_counter() - warm_started,
+            }
+            console.log(
+                f"process-cold first load of {args.pages[0]!r}: {_ms(cold)} ms; figures.warm_up "
+                f"(the server's start-up thread) {_ms(startup['figures_warm_up_s'])} ms"
+            )
+            readers = ["ours"] if args.no_naive else ["ours", "naive"]
+            rows = []
+            for page in args.pages:
+                path = PAGES[page]
+                row: dict[str, Any] = {"page": page, "path": path}
+                for reader in readers:
+                    naive = reader == "naive"
+                    loads = [first_load(store_root, path, naive) for _ in range(args.repeats)]
+                    refreshes, idles = [], []
+                    for _ in range(args.repeats):
+                        refresh, idle = refresh_after_new_trials(
+                            store_root, path, naive, template, args.trials, args.new
+                        )
+                        remove_trials(store_root, args.trials, args.new)
+                        refreshes.append(refresh)
+                        idles.append(idle)
+                    row[reader] = {
+                        "first_load": _summary(loads),
+                        "refresh": _summary(refreshes),
+                        "idle_tick": _summary(idles),
+                    }
+                    console.log(
+                        f"{page:14s} {reader:5s} first load {_ms(statistics.median(loads))} ms, "
+                        f"refresh {_ms(statistics.median(refreshes))} ms, "
+                        f"idle tick {_ms(statistics.median(idles))} ms"
                     )
-                    remove_trials(store_root, args.trials, args.new)
-                    refreshes.append(refresh)
-                    idles.append(idle)
-                row[reader] = {
-                    "first_load": _summary(loads),
-                    "refresh": _summary(refreshes),
-                    "idle_tick": _summary(idles),
-                }
-                console.log(
-                    f"{page:14s} {reader:5s} first load {_ms(statistics.median(loads))} ms, refresh "
-                    f"{_ms(statistics.median(refreshes))} ms, idle tick {_ms(statistics.median(idles))} ms"
-                )
-            rows.append(row)
-        predict = prediction_latency(store_root, args.predict_repeats)
-        console.log(
-            f"10-row query: server {_ms(predict['http_server_s']['median'])} ms median "
-            f"(p95 {_ms(predict['http_server_s']['p95'])}), "
-            f"parse+predict {_ms(predict['parse_and_predict_s']['median'])} ms"
-        )
-        cli = cli_throughput(args.raw, Path(built["bundle"]), args.cli_rows, args.cli_repeats, root)
-        console.log(
-            f"CLI predict {args.cli_rows:,} rows: {cli['wall_s']['median']:.1f} s wall "
-            f"({cli['rows_per_s_wall']:,.0f} rows/s), in-process {cli['rows_per_s_in_process']:,.0f} rows/s, "
-            f"query log {cli['query_log_rows_per_s']:,.0f} rows/s"
-        )
+                rows.append(row)
+            predict = prediction_latency(store_root, args.predict_repeats)
+            console.log(
+                f"10-row query: server {_ms(predict['http_server_s']['median'])} ms median "
+                f"(p95 {_ms(predict['http_server_s']['p95'])}), "
+                f"parse+predict {_ms(predict['parse_and_predict_s']['median'])} ms"
+            )
+            cli = cli_throughput(args.raw, Path(built["bundle"]), args.cli_rows, args.cli_repeats, root)
+            console.log(
+                f"CLI predict {args.cli_rows:,} rows: {cli['wall_s']['median']:.1f} s wall "
+                f"({cli['rows_per_s_wall']:,.0f} rows/s), "
+                f"in-process {cli['rows_per_s_in_process']:,.0f} rows/s, "
+                f"query log {cli['query_log_rows_per_s']:,.0f} rows/s"
+            )
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
 
-    print_pages(rows)
-    worst_load = max(r["ours"]["first_load"]["median"] for r in rows)
-    worst_refresh = max(r["ours"]["refresh"]["median"] for r in rows)
-    verdicts = {
-        "first_load_under_1.5s": worst_load < TARGET_FIRST_LOAD_S,
-        "refresh_under_200ms": worst_refresh < TARGET_REFRESH_S,
-        "predict_10_rows_under_50ms": predict["http_server_s"]["median"] < TARGET_PREDICT_S,
-    }
+    verdicts: dict[str, bool] = {}
+    if rows:
+        print_pages(rows)
+        worst_load = max(r["ours"]["first_load"]["median"] for r in rows)
+        worst_refresh = max(r["ours"]["refresh"]["median"] for r in rows)
+        verdicts = {
+            "first_load_under_1.5s": worst_load < TARGET_FIRST_LOAD_S,
+            "refresh_under_200ms": worst_refresh < TARGET_REFRESH_S,
+            "predict_10_rows_under_50ms": predict["http_server_s"]["median"] < TARGET_PREDICT_S,
+        }
+    if transfer:
+        pages_only = {k: v for k, v in transfer.items() if not k.startswith("_")}
+        heaviest = max(pages_only, key=lambda k: pages_only[k]["wire_bytes"])
+        transfer["heaviest"] = {"page": heaviest, "wire_bytes": pages_only[heaviest]["wire_bytes"]}
+        verdicts["cold_load_under_1.5MB"] = pages_only[heaviest]["wire_bytes"] <= TARGET_COLD_LOAD_BYTES
+        console.print(
+            f"heaviest cold first load: {heaviest} "
+            f"{pages_only[heaviest]['wire_bytes'] / 1e6:.2f} MB on the wire"
+        )
     console.print(f"targets: {verdicts}")
     results = {
         "benchmark": "dashboard",
@@ -617,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         "pages": rows,
         "predict_10_rows": predict,
         "cli_predict": cli,
+        "cold_load_bytes": transfer,
         "targets": verdicts,
         "load_average": {"start": load_before, "end": os.getloadavg()},
         "total_seconds": time.perf_counter() - started,

@@ -21,6 +21,7 @@ from dashboard.auth import enable_basic_auth, load_credentials
 from dashboard.data import Dashboard
 from dashboard.pages import PAGES
 from dashboard.style import CSS
+from dashboard.transfer import enable_compression, serve_cartesian_plotly
 
 INDEX = """<!DOCTYPE html>
 <html>
@@ -41,6 +42,7 @@ INDEX = """<!DOCTYPE html>
     </body>
 </html>
 """.replace("STYLE", CSS)
+UNUSED_BUNDLES = ("/dash_table/",)  # Dash links the DataTable's bundle on every page; no page uses it
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -75,6 +77,17 @@ def shell(ctx: Dashboard) -> html.Div:
     )
 
 
+class _App(dash.Dash):
+    """Dash, less the script tags of component libraries no page uses."""
+
+    def interpolate_index(self, **kwargs: Any) -> str:  # type: ignore[override]  # Dash's documented way
+        scripts = kwargs.get("scripts", "")
+        kwargs["scripts"] = "\n".join(
+            line for line in scripts.split("\n") if not any(unused in line for unused in UNUSED_BUNDLES)
+        )
+        return super().interpolate_index(**kwargs)
+
+
 def _register_shell_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
     @app.callback(
         Output("store-version", "data"),
@@ -93,6 +106,7 @@ def create_app(
     max_rows: int = 1000,
     max_bytes: int = 256 * 1024,
     torch_threads: int | None = 1,
+    best_compression: bool = False,
 ) -> dash.Dash:
     """A dashboard over ``store_root``; nothing is read until a page is requested.
 
@@ -101,14 +115,16 @@ def create_app(
     ``torch_threads`` sets PyTorch's intra-op threads for this process (None: leave it): the
     dashboard scores at most ``max_rows`` rows at a time, which one thread does fastest — on a
     2-core machine a 10-row query takes 22 ms on one thread and 180 ms on two, which spin
-    against the web server's threads.
+    against the web server's threads. Responses are compressed (:mod:`dashboard.transfer`);
+    ``best_compression`` also recompresses each script bundle at brotli's best setting in the
+    background after its first request (what a long-running server wants; tests skip it).
     """
     if torch_threads is not None:
         import torch
 
         torch.set_num_threads(torch_threads)
     ctx = Dashboard.open(store_root, refresh_ms=refresh_ms, max_rows=max_rows, max_bytes=max_bytes)
-    app = dash.Dash(
+    app = _App(
         __name__,
         use_pages=True,
         pages_folder="",
@@ -134,8 +150,10 @@ def create_app(
     # up to this gets the page's own message.
     app.server.config["MAX_CONTENT_LENGTH"] = max(32 << 20, 4 * max_bytes)
     app.server.config["tcr_dashboard"] = ctx
-    if auth:
+    if auth:  # first: its check runs before any other hook answers
         enable_basic_auth(app.server, auth)
+    app.server.config["tcr_bundles"] = enable_compression(app.server, best=best_compression)
+    app.server.config["tcr_plotly"] = serve_cartesian_plotly(app.server)
     return app
 
 
@@ -159,7 +177,7 @@ def run(
             "(see dashboard/README.md)",
             file=sys.stderr,
         )
-    app = create_app(store, auth=credentials)
+    app = create_app(store, auth=credentials, best_compression=True)
     threading.Thread(target=warm_up, args=(app.server.config["tcr_dashboard"],), daemon=True).start()
     app.run(host=host, port=port, debug=debug)
 

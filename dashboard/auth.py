@@ -12,6 +12,12 @@ Credentials never live in the repository. They come from, in this order:
 With neither set the dashboard has no login, and it listens on 127.0.0.1 only unless told
 otherwise. Basic auth sends the password with every request: behind anything but a loopback
 address or an SSH tunnel, put the dashboard behind HTTPS.
+
+An empty password is never accepted (``hash`` refuses to make one, a login with one fails).
+Failed logins are rate-limited per client address (flask-limiter, ``LOGIN_LIMIT``): past the
+limit every request from that address gets 429 until the window has passed. A request without
+credentials (the browser's first, which asks for them) does not count. Passwords are checked
+in constant time, and an unknown user costs the same hash check as a known one.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from tcr_pipeline.errors import InputError
@@ -33,6 +41,7 @@ from tcr_pipeline.errors import InputError
 AUTH_FILE_ENV = "TCR_DASHBOARD_AUTH_FILE"
 USERS_ENV = "TCR_DASHBOARD_USERS"
 REALM = "tcr-pipeline dashboard"
+LOGIN_LIMIT = "10 per minute"  # failed logins per client address
 
 
 class AuthConfigError(InputError):
@@ -40,7 +49,9 @@ class AuthConfigError(InputError):
 
 
 def hash_password(password: str) -> str:
-    """A salted, slow hash (werkzeug's scrypt) for a credentials file."""
+    """A salted, slow hash (werkzeug's scrypt) for a credentials file; an empty password is refused."""
+    if not password:
+        raise ValueError("an empty password is not allowed")
     return generate_password_hash(password)
 
 
@@ -89,10 +100,23 @@ def load_credentials(
     return None
 
 
-def enable_basic_auth(server: Flask, users: Mapping[str, str]) -> None:
-    """Refuse every request without a valid ``Authorization: Basic`` header for one of ``users``."""
+def enable_basic_auth(server: Flask, users: Mapping[str, str], limit: str = LOGIN_LIMIT) -> Limiter:
+    """Refuse every request without a valid ``Authorization: Basic`` header for one of ``users``;
+    more than ``limit`` failed logins from one address are answered 429 (returns the limiter)."""
     accepted: set[bytes] = set()  # digests of checked user:password pairs (hash checks are slow)
     lock = threading.Lock()
+    # An unknown user is checked against this, so the answer takes as long as for a known one.
+    decoy = generate_password_hash(os.urandom(16).hex())
+    # Registered before the login check, so a client over the limit is refused before its
+    # password is checked; only requests that carried wrong credentials are counted.
+    limiter = Limiter(
+        get_remote_address,
+        app=server,
+        storage_uri="memory://",
+        application_limits=[limit],
+        application_limits_deduct_when=lambda _: bool(g.get("tcr_failed_login", False)),
+        headers_enabled=False,
+    )
 
     @server.before_request
     def _require_login() -> Response | None:
@@ -102,15 +126,19 @@ def enable_basic_auth(server: Flask, users: Mapping[str, str]) -> None:
             digest = hashlib.sha256(f"{user}\0{password}".encode()).digest()
             with lock:
                 known = any(hmac.compare_digest(digest, d) for d in accepted)
-            if known:
+            if known and password:
                 return None
-            if user in users and check_password_hash(users[user], password):
+            valid = check_password_hash(users.get(user, decoy), password) and user in users
+            if valid and password:
                 with lock:
                     accepted.add(digest)
                 return None
+            g.tcr_failed_login = True
         return Response(
             "login required", 401, {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
         )
+
+    return limiter
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     user = args[1] if len(args) > 1 else input("user: ")
     password = getpass.getpass("password: ")
+    if not password:
+        print("an empty password is not allowed", file=sys.stderr)
+        return 1
     if password != getpass.getpass("again: "):
         print("the passwords differ", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tcr_pipeline.bundle import (
     CARD_FILE,
@@ -39,11 +39,13 @@ from tcr_pipeline.bundle import (
 )
 from tcr_pipeline.data import COLUMNS
 from tcr_pipeline.errors import InputError
+from tcr_pipeline.metrics import HEADLINE_METRICS
 from tcr_pipeline.monitoring import MonitoringReport, load_report, monitoring_dir, report_names
 from tcr_pipeline.prepare import META_FILE, TENSORS_FILE, Prepared, load_prepared
 from tcr_pipeline.querylog import QueryLog, query_log_path
 from tcr_pipeline.splits import SPLITS
 from tcr_pipeline.store import (
+    BASELINE_FILE,
     MANIFEST_FILE,
     REGISTRY_FILE,
     TRIAL_FILE,
@@ -491,6 +493,9 @@ class Dashboard:
     refresh_ms: int = 5000
     max_rows: int = 1000
     max_bytes: int = 256 * 1024
+    _baselines: dict[str, tuple[StatKey | None, dict[str, dict[str, float]] | None]] = field(
+        default_factory=dict, repr=False, init=False
+    )
 
     @classmethod
     def open(cls, store_root: Path | str, refresh_ms: int = 5000, **limits: int) -> Dashboard:
@@ -551,6 +556,21 @@ class Dashboard:
                 f"but run {run_id} used {expected[:12]}"
             )
         return prepared, ""
+
+    def baseline(self, run_id: str) -> dict[str, dict[str, float]] | None:
+        """The run's k-mer baseline metrics (``{"val": {...}, "test": {...}}``) through
+        :meth:`Store.load_baseline`, read again only when ``baseline.json`` changes; None when the
+        run has none (older runs, or the baseline task has not finished)."""
+        key = _stat_key(self.store.run_dir(run_id) / BASELINE_FILE)
+        hit = self._baselines.get(run_id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        try:
+            metrics = self.store.load_baseline(run_id) if key is not None else None
+        except (InputError, OSError, ValueError):
+            metrics = None
+        self._baselines[run_id] = (key, metrics)
+        return metrics
 
     def latest_run(self) -> RunManifest | None:
         runs = self.reader.runs()
@@ -632,3 +652,223 @@ def metric_value(metrics: dict[str, float], name: str) -> float | None:
 def describe_entry(entry: RegistryEntry) -> dict[str, Any]:
     """The hyperparameters of a registered model, flat and readable."""
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in entry.params.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference points for a model's metrics: the k-mer baseline and "always negative"
+# ---------------------------------------------------------------------------------------------
+
+
+def positive_rate(metrics: dict[str, float]) -> float | None:
+    """The share of positives in the split the metrics were computed on (from the confusion
+    counts ``tp``, ``fn``, ``tn``, ``fp``), or None when the counts are not stored."""
+    try:
+        tp, fn, tn, fp = (float(metrics[k]) for k in ("tp", "fn", "tn", "fp"))
+    except KeyError:
+        return None
+    total = tp + fn + tn + fp
+    return (tp + fn) / total if total else None
+
+
+def always_negative(rate: float | None) -> dict[str, float]:
+    """The headline metrics of a model that never predicts binding, on data with positive share
+    ``rate``: accuracy ``1 - rate``, ROC-AUCs 0.5 (a constant score ranks nothing), precision,
+    recall and predicted/actual positives 0, average precision ``rate`` (a constant score's
+    precision at every recall), the paper objective ``1 - rate`` (accuracy alone: no ratio or
+    precision term). Without ``rate`` only the rate-free values."""
+    values = {"precision": 0.0, "recall": 0.0, "positive_ratio": 0.0, "roc_auc": 0.5, "mean_epitope_auc": 0.5}
+    if rate is not None:
+        values.update(accuracy=1.0 - rate, average_precision=rate, paper_objective=1.0 - rate)
+    return values
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A model's headline metrics on one split beside the k-mer baseline's and always-negative's."""
+
+    split: str
+    model: dict[str, float]
+    baseline: dict[str, float] | None
+    negative: dict[str, float]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per headline metric: model, baseline, always negative, model − baseline."""
+        out = []
+        for name in HEADLINE_METRICS:
+            model = metric_value(self.model, name)
+            base = metric_value(self.baseline, name) if self.baseline else None
+            out.append(
+                {
+                    "metric": name,
+                    "model": model,
+                    "baseline": base,
+                    "always_negative": self.negative.get(name),
+                    "delta": model - base if model is not None and base is not None else None,
+                }
+            )
+        return out
+
+
+def reference(split: str, model: dict[str, float], baseline: dict[str, dict[str, float]] | None) -> Reference:
+    """The reference points for a model's metrics on ``split`` (``val`` or ``test``)."""
+    return Reference(
+        split=split,
+        model=model,
+        baseline=(baseline or {}).get(split) or None,
+        negative=always_negative(positive_rate(model)),
+    )
+
+
+def promotion_interval(promotion: Any) -> dict[str, Any] | None:
+    """The optional bootstrap interval a promotion record may carry (``interval``: metric, delta,
+    low, high, resamples), or None when the record has none or it is malformed."""
+    # an extra field today; a typed field (a dict or a pydantic model) once the store declares it
+    interval: Any = getattr(promotion, "interval", None)
+    if interval is None:
+        interval = (getattr(promotion, "model_extra", None) or {}).get("interval")
+    if isinstance(interval, BaseModel):
+        interval = interval.model_dump()
+    if not isinstance(interval, dict):
+        return None
+    try:
+        return {
+            "metric": str(interval.get("metric", "objective")),
+            "delta": float(interval["delta"]),
+            "low": float(interval["low"]),
+            "high": float(interval["high"]),
+            "resamples": int(interval["resamples"]) if interval.get("resamples") is not None else None,
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Every trial of every run as one table (the Trials page)
+# ---------------------------------------------------------------------------------------------
+
+SPLIT_PREFIX = {"val": "val", "test": "test"}
+
+
+def trial_key(run_id: str, trial_id: int) -> str:
+    """A trial's id across runs (the registry's model id format)."""
+    return f"{run_id}/{trial_id:04d}"
+
+
+def trial_row(trial: TrialRecord) -> dict[str, Any]:
+    """One trial flattened: ids, status, objective, times, host, every hyperparameter
+    (``param:NAME``) and every metric (``val:NAME`` / ``test:NAME``)."""
+    history = trial.history
+    losses = [h.get("val_loss", math.nan) for h in history]
+    finite = [(v, i) for i, v in enumerate(losses) if math.isfinite(v)]
+    row: dict[str, Any] = {
+        "key": trial_key(trial.run_id, trial.trial_id),
+        "run": trial.run_id,
+        "trial": trial.trial_id,
+        "status": trial.status,
+        "objective": trial.objective if trial.status == "ok" else None,
+        "epochs": len(history),
+        "best_val_loss_epoch": int(history[min(finite)[1]].get("epoch", min(finite)[1] + 1))
+        if finite
+        else None,
+        "seconds": trial.seconds,
+        "host": trial.hardware.host,
+        "device": trial.hardware.device,
+        "started": trial.started,
+        "error": trial.error or "",
+    }
+    for name, value in trial.params.items():
+        row[f"param:{name}"] = value
+    for split, metrics in (("val", trial.val_metrics), ("test", trial.test_metrics)):
+        for name, value in metrics.items():
+            row[f"{split}:{name}"] = value
+    return row
+
+
+def all_trial_rows(ctx: Dashboard) -> list[dict[str, Any]]:
+    """Every trial of every run, newest run first, by trial id."""
+    rows = []
+    for manifest in sorted(ctx.reader.runs(), key=lambda m: m.started, reverse=True):
+        rows += [trial_row(t) for t in ctx.reader.trials(manifest.run_id)]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameter importance
+# ---------------------------------------------------------------------------------------------
+
+MIN_IMPORTANCE_TRIALS = 5
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Permutation importance of each hyperparameter for a run's objective."""
+
+    names: list[str]
+    mean: list[float]
+    std: list[float]
+    trials: int
+    r2: float  # the forest's fit on the trials it was fitted on (how much there is to explain)
+    reason: str = ""  # why there is no result, when there is none
+
+
+def encode_hyperparameters(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Hyperparameters as numbers: numeric columns as they are, others as category codes (a
+    tree splits on codes as well as on numbers; order does not matter for permutation)."""
+    encoded = {}
+    for name in names:
+        numeric = pd.to_numeric(frame[name], errors="coerce")
+        if numeric.notna().all():
+            encoded[name] = numeric.astype(float)
+        else:
+            encoded[name] = frame[name].astype(str).astype("category").cat.codes.astype(float)
+    return pd.DataFrame(encoded, index=frame.index)
+
+
+IMPORTANCE_TREES = 100
+IMPORTANCE_REPEATS = 10
+
+
+def hyperparameter_importance(
+    frame: pd.DataFrame, names: list[str], repeats: int = IMPORTANCE_REPEATS, seed: int = 0
+) -> Importance:
+    """Which hyperparameters the objective depends on, as a random forest sees it.
+
+    A random forest (scikit-learn, 100 trees) is fitted to predict the objective from the
+    hyperparameters of the run's successful trials; each hyperparameter's importance is the mean
+    drop in the forest's R² when that column alone is shuffled (``permutation_importance``,
+    ``repeats`` shuffles; the spread is their standard deviation), on the same trials. It ranks
+    what the forest relies on, not a causal effect; hyperparameters the search held constant
+    get 0; with few trials it is noisy. ``frame`` has ``objective`` and a column per name.
+    """
+    ok = frame[frame["objective"].notna()] if "objective" in frame else frame.iloc[0:0]
+    names = [n for n in names if n in ok.columns and ok[n].notna().all()]
+    if len(ok) < MIN_IMPORTANCE_TRIALS or not names:
+        why = (
+            f"needs at least {MIN_IMPORTANCE_TRIALS} successful trials (this run has {len(ok)})"
+            if len(ok) < MIN_IMPORTANCE_TRIALS
+            else "no hyperparameter recorded on every successful trial"
+        )
+        return Importance([], [], [], len(ok), math.nan, why)
+    from sklearn.ensemble import RandomForestRegressor  # here, not at import: ≈ 1 s
+    from sklearn.inspection import permutation_importance
+
+    x = encode_hyperparameters(ok, names)
+    y = ok["objective"].astype(float).to_numpy()
+    forest = RandomForestRegressor(n_estimators=IMPORTANCE_TREES, random_state=seed, n_jobs=1)
+    forest.fit(x, y)
+    result = permutation_importance(forest, x, y, n_repeats=repeats, random_state=seed, n_jobs=1)
+    return Importance(
+        names=names,
+        mean=[float(v) for v in result.importances_mean],
+        std=[float(v) for v in result.importances_std],
+        trials=len(ok),
+        r2=float(forest.score(x, y)),
+    )
+
+
+def epitope_positives(prepared: Prepared, split: str) -> dict[str, int]:
+    """Positives per epitope in one split of the prepared data (every epitope of the data, zero
+    when it has none in that split)."""
+    counts = epitope_counts(prepared)
+    chosen = counts[counts["split"] == split].groupby("epitope")["positive"].sum()
+    return {str(e): int(chosen.get(e, 0)) for e in prepared.epitope_names}

@@ -116,10 +116,39 @@ def _column(history: Sequence[Mapping[str, float]], key: str) -> np.ndarray:
     return np.array([h.get(key, math.nan) for h in history], dtype=float)
 
 
-def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], metric: str) -> go.Figure:
+METRIC_UNITS = {
+    "val_loss": "binary cross-entropy (nats per pair)",
+    "train_loss": "binary cross-entropy (nats per pair)",
+    "val_roc_auc": "ROC-AUC (0.5 chance, 1 perfect)",
+    "val_mean_epitope_auc": "mean ROC-AUC per epitope (0.5 chance)",
+    "val_precision": "precision (share of predicted positives, 0–1)",
+    "val_recall": "recall (share of positives found, 0–1)",
+    "val_accuracy": "accuracy (share of pairs, 0–1)",
+    "val_paper_objective": "paper objective (at most 16)",
+    "val_average_precision": "average precision (0–1)",
+    "val_positive_ratio": "predicted / actual positives (1 ideal)",
+}
+LOWER_IS_BETTER = {"val_loss", "train_loss"}
+
+
+def best_epoch(history: Sequence[Mapping[str, float]], key: str) -> int | None:
+    """The index of the best epoch for ``key`` (lowest for losses, highest otherwise), or None."""
+    values = _column(history, key)
+    if not np.isfinite(values).any():
+        return None
+    return int(np.nanargmin(values) if key in LOWER_IS_BETTER else np.nanargmax(values))
+
+
+def training_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]], metric: str, log_y: bool = False
+) -> go.Figure:
     """Train and validation loss per epoch, and one validation metric, for several trials overlaid.
 
-    ``histories`` maps a trial's label to its per-epoch records (``TrialRecord.history``).
+    ``histories`` maps a trial's label to its per-epoch records (``TrialRecord.history``). Each
+    trial's best epoch is starred: lowest validation loss on the left, best ``metric`` on the
+    right (training keeps the last epoch's weights, so the star shows what stopping early would
+    have had). ``log_y`` puts the loss axis on a log scale (the metric panel stays linear:
+    its values lie between 0 and 1, or 16 for the paper objective).
     """
     if not histories or not any(histories.values()):
         return empty_figure("no per-epoch history yet for the selected trials")
@@ -153,11 +182,37 @@ def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], metr
                 **_axes(2),
             ),
         ]
-    layout = _panels(("loss (solid: validation, dotted: training)", metric))
+        for col, key in ((1, "val_loss"), (2, metric)):
+            best = best_epoch(history, key)
+            if best is None:
+                continue
+            traces.append(
+                go.Scatter(
+                    x=[epochs[best]],
+                    y=[_column(history, key)[best]],
+                    mode="markers",
+                    marker={
+                        "symbol": "star",
+                        "size": 14,
+                        "color": color,
+                        "line": {"color": "black", "width": 1},
+                    },
+                    name=f"{label}: best epoch",
+                    legendgroup=label,
+                    showlegend=False,
+                    hovertemplate=f"{label}<br>best {key}: epoch %{{x}}, %{{y:.4f}}<extra></extra>",
+                    **_axes(col),
+                )
+            )
+    layout = _panels(("loss (solid: validation, dotted: training; ★ best epoch)", f"{metric} (★ best epoch)"))
     longest = max(len(h) for h in histories.values())
     for axis in ("xaxis", "xaxis2"):
         layout[axis].update(title={"text": "epoch"}, **_integer_ticks(longest))
-    return _figure(traces, "per-epoch curves", height=380, **layout)
+    layout["yaxis"]["title"] = {"text": METRIC_UNITS["val_loss"] + (" (log scale)" if log_y else "")}
+    if log_y:
+        layout["yaxis"]["type"] = "log"
+    layout["yaxis2"]["title"] = {"text": METRIC_UNITS.get(metric, metric)}
+    return _figure(traces, "per-epoch curves", height=400, **layout)
 
 
 def search_progress(trials: pd.DataFrame, objective_name: str) -> go.Figure:
@@ -396,17 +451,44 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], split: str) -> go.Figure:
     return _figure([heatmap], f"confusion matrix ({split})", height=320, yaxis={"autorange": "reversed"})
 
 
-def epitope_auc(aucs: Mapping[str, float], split: str) -> go.Figure:
-    """ROC-AUC per epitope, sorted, with 0.5 (chance) marked."""
+def epitope_auc(
+    aucs: Mapping[str, float],
+    split: str,
+    positives: Mapping[str, int] | None = None,
+    missing_counts: str = "",
+) -> go.Figure:
+    """ROC-AUC per epitope, sorted, with 0.5 (chance) marked.
+
+    ``positives`` (positives per epitope in ``split``, from the prepared data) labels each bar
+    with its count, so a reader sees which AUCs rest on a handful of positives; epitopes of
+    ``positives`` without an AUC (no positives, or no negatives, in the split) are listed under
+    the chart rather than dropped. Without ``positives``, ``missing_counts`` says why.
+    """
+    positives = dict(positives or {})
+    without = sorted(e for e in positives if e not in aucs)
     if not aucs:
-        return empty_figure("no per-epitope ROC-AUC (each epitope needs both classes)")
+        message = "no per-epitope ROC-AUC (each epitope needs both classes)"
+        if without:
+            message += "<br>epitopes without an AUC: " + ", ".join(
+                f"{e} ({positives[e]} positives)" for e in without
+            )
+        return empty_figure(message)
     items = sorted(aucs.items(), key=lambda kv: kv[1])
+
+    def label(epitope: str, value: float) -> str:
+        if epitope in positives:
+            return f"{value:.3f} (n+ = {positives[epitope]})"
+        return f"{value:.3f}"
+
     bar = go.Bar(
         x=[v for _, v in items],
         y=[k for k, _ in items],
         orientation="h",
         marker_color=COLORS[0],
-        text=[f"{v:.3f}" for _, v in items],
+        text=[label(k, v) for k, v in items],
+        textposition="auto",
+        customdata=[positives.get(k, -1) for k, _ in items],
+        hovertemplate="%{y}: ROC-AUC %{x:.3f}<extra></extra>",
         name="ROC-AUC",
     )
     chance = {
@@ -418,12 +500,271 @@ def epitope_auc(aucs: Mapping[str, float], split: str) -> go.Figure:
         "yref": "paper",
         "line": {"dash": "dash", "color": NEUTRAL},
     }
+    if positives:
+        listed = [f"{e} ({positives[e]} positives)" for e in without]
+        # four to a line, so a long list wraps instead of running off the figure
+        lines = [", ".join(listed[i : i + 4]) for i in range(0, len(listed), 4)]
+        footer = (
+            "epitopes without an AUC in this split: " + ",<br>".join(lines)
+            if without
+            else "every epitope of the data has an AUC here"
+        )
+        subtitle = "n+ = positives in the split"
+    else:
+        footer = "positives per epitope unknown" + (f": {missing_counts}" if missing_counts else "")
+        subtitle = "positives per epitope unknown"
+    footer_lines = footer.count("<br>") + 1
+    annotation = {
+        "text": footer,
+        "x": 0,
+        "y": 0,
+        "xref": "paper",
+        "yref": "paper",
+        "xanchor": "left",
+        "yanchor": "top",
+        "yshift": -62,  # under the axis title
+        "showarrow": False,
+        "font": {"size": 11, "color": "#4b5563"},
+        "align": "left",
+    }
     return _figure(
         [bar],
-        f"ROC-AUC per epitope ({split}; dashed: chance)",
-        height=max(320, 26 * len(items) + 120),
+        f"ROC-AUC per epitope ({split}; dashed: chance; {subtitle})",
+        height=max(340, 26 * len(items) + 150) + 16 * footer_lines,
         shapes=[chance],
-        xaxis={"range": [0, 1], "title": {"text": "ROC-AUC"}},
+        annotations=[annotation],
+        margin={"l": 60, "r": 20, "t": 70, "b": 80 + 16 * footer_lines},
+        xaxis={"range": [0, 1], "title": {"text": "ROC-AUC (0.5 chance)"}},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing trials (the Trials page)
+# ---------------------------------------------------------------------------------------------
+
+
+def metrics_comparison(
+    rows: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str],
+    baselines: Mapping[str, Mapping[str, float]],
+) -> go.Figure:
+    """Test metrics of the chosen trials side by side (one group per metric, one bar per
+    trial), each run's k-mer baseline a dashed line over its metric.
+
+    ``rows`` are trial rows (``data.trial_row``); ``baselines`` maps a run id to its baseline's
+    test metrics.
+    """
+    if not rows:
+        return empty_figure("select trials in the grid (the check boxes) to compare them")
+    traces = []
+    for i, row in enumerate(rows):
+        values = [row.get(f"test:{m}") for m in metrics]
+        traces.append(
+            go.Bar(
+                x=list(metrics),
+                y=[v if isinstance(v, int | float) and math.isfinite(v) else None for v in values],
+                name=str(row["key"]),
+                marker_color=COLORS[i % len(COLORS)],
+                hovertemplate=f"{row['key']}<br>%{{x}}: %{{y:.4f}}<extra></extra>",
+            )
+        )
+    shapes = []
+    dashes = ("dash", "dot", "dashdot", "longdash")
+    for j, (run_id, base) in enumerate(baselines.items()):
+        xs, ys = [], []
+        for k, m in enumerate(metrics):
+            value = base.get(m)
+            if value is None or not math.isfinite(value):
+                continue
+            shapes.append(
+                {
+                    "type": "line",
+                    "xref": "x",
+                    "yref": "y",
+                    "x0": k - 0.45,
+                    "x1": k + 0.45,
+                    "y0": value,
+                    "y1": value,
+                    "line": {"color": "black", "dash": dashes[j % len(dashes)], "width": 2},
+                }
+            )
+            xs.append(m)
+            ys.append(value)
+        # an invisible-line trace, so the baseline has a legend entry and a hover value
+        traces.append(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="markers",
+                marker={"symbol": "line-ew-open", "size": 24, "color": "black"},
+                name=f"k-mer baseline ({run_id})",
+                hovertemplate=f"baseline {run_id}<br>%{{x}}: %{{y:.4f}}<extra></extra>",
+            )
+        )
+    return _figure(
+        traces,
+        "test metrics of the selected trials (black lines: each run's k-mer baseline)",
+        height=380,
+        barmode="group",
+        shapes=shapes,
+        yaxis={"title": {"text": "value on the test split (0–1)"}},
+    )
+
+
+PARALLEL_BINS = 6  # lines are drawn in this many colour bands of the objective (one trace each)
+
+
+def parallel_coordinates(trials: pd.DataFrame, names: Sequence[str], objective_name: str) -> go.Figure:
+    """One line per successful trial through an axis per hyperparameter to the objective,
+    coloured by the objective (dark: low, yellow: high).
+
+    Drawn with cartesian traces (the dashboard ships plotly.js's cartesian bundle, which has no
+    ``parcoords``): each axis is scaled to its own range, printed under it; categories are spread
+    evenly and named. Hovering a point names the trial and its value.
+    """
+    ok = trials[trials["objective"].notna()] if not trials.empty else trials
+    names = [n for n in names if n in ok.columns]
+    if ok.empty or not names:
+        return empty_figure("no successful trials yet")
+    from plotly.colors import sample_colorscale
+
+    columns = [*names, "objective"]
+    scaled: list[np.ndarray] = []
+    shown: list[list[str]] = []
+    annotations: list[dict[str, Any]] = []
+    for i, name in enumerate(columns):
+        values = ok[name]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all():
+            low, high = float(numeric.min()), float(numeric.max())
+            span = high - low or 1.0
+            scaled.append(
+                ((numeric - low) / span).to_numpy(dtype=float) if high > low else np.full(len(ok), 0.5)
+            )
+            shown.append([f"{v:.4g}" for v in numeric])
+            labels = [(0.0, f"{low:.4g}"), (1.0, f"{high:.4g}")] if high > low else [(0.5, f"{low:.4g}")]
+        else:
+            categories = sorted(values.astype(str).unique())
+            step = 1.0 / max(len(categories) - 1, 1)
+            position = {c: (k * step if len(categories) > 1 else 0.5) for k, c in enumerate(categories)}
+            scaled.append(values.astype(str).map(position).to_numpy(dtype=float))
+            shown.append(values.astype(str).tolist())
+            labels = [(position[c], c) for c in categories]
+        for y, text in labels:
+            annotations.append(
+                {
+                    "x": i,
+                    "y": y,
+                    "xref": "x",
+                    "yref": "y",
+                    "text": text,
+                    "showarrow": False,
+                    "xanchor": "left",
+                    "xshift": 4,
+                    "font": {"size": 10, "color": "#4b5563"},
+                }
+            )
+    objective = ok["objective"].to_numpy(dtype=float)
+    low, high = float(objective.min()), float(objective.max())
+    bands = (
+        np.zeros(len(ok), dtype=int)
+        if high == low
+        else np.minimum(((objective - low) / (high - low) * PARALLEL_BINS).astype(int), PARALLEL_BINS - 1)
+    )
+    colors = sample_colorscale("Viridis", [(b + 0.5) / PARALLEL_BINS for b in range(PARALLEL_BINS)])
+    trial_ids = ok["trial_id"].to_numpy() if "trial_id" in ok else np.arange(len(ok))
+    traces: list[Any] = []
+    for band in range(PARALLEL_BINS):
+        rows = np.flatnonzero(bands == band)
+        if not len(rows):
+            continue
+        xs: list[float] = []
+        ys: list[float] = []
+        texts: list[str] = []
+        for r in rows:  # every trial's line, separated by gaps (one trace per colour band)
+            xs += [*range(len(columns)), math.nan]
+            ys += [float(col[r]) for col in scaled] + [math.nan]
+            texts += [f"trial {trial_ids[r]}: {c} = {shown[k][r]}" for k, c in enumerate(columns)] + [""]
+        traces.append(
+            go.Scatter(
+                x=np.array(xs, dtype=float),
+                y=np.array(ys, dtype=float),
+                mode="lines+markers",
+                line={"color": colors[band], "width": 1.5},
+                marker={"size": 5, "color": colors[band]},
+                opacity=0.8,
+                text=texts,
+                hovertemplate="%{text}<extra></extra>",
+                showlegend=False,
+            )
+        )
+    # the colour scale, as an invisible marker trace with a colour bar
+    traces.append(
+        go.Scatter(
+            x=[0],
+            y=[math.nan],
+            mode="markers",
+            marker={
+                "color": [low],
+                "cmin": low,
+                "cmax": high,
+                "colorscale": "Viridis",
+                "showscale": True,
+                "colorbar": {"title": {"text": objective_name}, "thickness": 12},
+            },
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    shapes = [
+        {
+            "type": "line",
+            "x0": i,
+            "x1": i,
+            "y0": 0,
+            "y1": 1,
+            "xref": "x",
+            "yref": "y",
+            "line": {"color": "#9ca3af", "width": 1},
+        }
+        for i in range(len(columns))
+    ]
+    return _figure(
+        traces,
+        f"hyperparameters → {objective_name} ({len(ok)} successful trials; each axis scaled to its range)",
+        height=400,
+        shapes=shapes,
+        annotations=annotations,
+        xaxis={
+            "tickvals": list(range(len(columns))),
+            "ticktext": [*names, objective_name],
+            "range": [-0.2, len(columns) - 0.4],
+            "showgrid": False,
+            "zeroline": False,
+        },
+        yaxis={"visible": False, "range": [-0.08, 1.08]},
+    )
+
+
+def importance(names: Sequence[str], mean: Sequence[float], std: Sequence[float], note: str) -> go.Figure:
+    """Permutation importance per hyperparameter, largest on top, with ± one standard deviation."""
+    if not names:
+        return empty_figure(f"no hyperparameter importance: {note}")
+    order = np.argsort(np.asarray(mean, dtype=float))
+    bar = go.Bar(
+        x=np.asarray(mean, dtype=float)[order],
+        y=np.asarray(names)[order],
+        orientation="h",
+        error_x={"type": "data", "array": np.asarray(std, dtype=float)[order], "visible": True},
+        marker_color=COLORS[0],
+        hovertemplate="%{y}: %{x:.4f}<extra></extra>",
+        name="importance",
+    )
+    return _figure(
+        [bar],
+        f"hyperparameter importance ({note})",
+        height=max(260, 40 * len(names) + 140),
+        xaxis={"title": {"text": "mean drop in the forest's R² when shuffled (± sd)"}},
     )
 
 
@@ -594,7 +935,9 @@ def warm_up() -> None:
     sampler_composition(pd.DataFrame(sampler), True)
     positive_ratio([{"split": "val", "predicted": 1, "actual": 1}])
     confusion_matrix([[1, 0], [0, 1]], "val")
-    epitope_auc({"E": 0.5}, "val")
+    epitope_auc({"E": 0.5}, "val", {"E": 1, "F": 0})
+    parallel_coordinates(frame, ["lr"], "objective")
+    importance(["lr"], [0.1], [0.01], "")
     checks = {"created": [pd.Timestamp("2026-01-01", tz="UTC")], "group": ["input"], "feature": ["E"]}
     drift_over_time(
         pd.DataFrame(
@@ -612,6 +955,7 @@ def warm_up() -> None:
 
 __all__ = [
     "RATIO",
+    "best_epoch",
     "class_counts",
     "confusion_matrix",
     "drift_over_time",
@@ -619,6 +963,9 @@ __all__ = [
     "epitope_auc",
     "epitope_counts",
     "hyperparameter_effects",
+    "importance",
+    "metrics_comparison",
+    "parallel_coordinates",
     "positive_ratio",
     "sampler_composition",
     "search_progress",

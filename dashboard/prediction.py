@@ -51,6 +51,7 @@ class Answer:
     score: float | None
     binding: bool | None
     error: str
+    warning: str = ""  # the library's note on a scored row (a gene, epitope, … unseen in training)
 
     @property
     def valid(self) -> bool:
@@ -60,6 +61,8 @@ class Answer:
         output: dict[str, Any] = {}
         if self.valid:
             output = {"score": self.score, "prediction": int(bool(self.binding))}
+            if self.warning:
+                output["warning"] = self.warning
         return NewQuery(row=self.line, valid=self.valid, input=self.input, output=output, error=self.error)
 
 
@@ -114,13 +117,26 @@ def answer_rows(bundle: Bundle, table: ParsedTable) -> list[Answer]:
     if len(table.frame):
         result = predict_frame(bundle, table.frame, "input")
         records: list[dict[str, str]] = table.frame.to_dict("records")  # type: ignore[assignment]
-        for line, values, score, prediction, error in zip(
-            table.lines, records, result["score"], result["prediction"], result["error"], strict=True
+        # `warning` is newer than `predict_frame`'s other columns: a library without it warns of nothing
+        warnings = result["warning"] if "warning" in result.columns else [""] * len(result)
+        for line, values, score, prediction, error, warning in zip(
+            table.lines,
+            records,
+            result["score"],
+            result["prediction"],
+            result["error"],
+            warnings,
+            strict=True,
         ):
             if error:
                 answers.append(Answer(line, values, None, None, f"line {line}: {error}"))
             else:
-                answers.append(Answer(line, values, float(score), prediction == "1", ""))
+                text = (
+                    ""
+                    if warning is None or (isinstance(warning, float) and warning != warning)
+                    else str(warning)
+                )
+                answers.append(Answer(line, values, float(score), prediction == "1", "", text))
     return sorted(answers, key=lambda a: a.line)
 
 
@@ -137,6 +153,7 @@ def answers_frame(answers: list[Answer]) -> pd.DataFrame:
                 "given label": a.input.get("Label", ""),
                 "score": "" if a.score is None else f"{a.score:.4f}",
                 "binding": "" if a.binding is None else ("yes" if a.binding else "no"),
+                "warning": a.warning,
                 "message": a.error or "ok",
             }
             for a in answers
@@ -150,6 +167,7 @@ def answers_frame(answers: list[Answer]) -> pd.DataFrame:
             "given label",
             "score",
             "binding",
+            "warning",
             "message",
         ],
     )

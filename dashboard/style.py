@@ -77,5 +77,24 @@ h3 { margin: 14px 0 6px; font-size: 15px; color: #374151; }
   font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
   font-size: 12px;
 }
+.ag-theme-alpine {
+  --ag-font-size: 13px;
+  --ag-row-height: 30px;
+  --ag-header-height: 34px;
+  margin-bottom: 8px;
+}
+.ag-theme-alpine .row-failed, .ag-theme-alpine .row-invalid { background: #fef2f2; }
+.ag-theme-alpine .row-current { background: #ecfdf5; }
+.ag-theme-alpine .row-unavailable { background: #fef2f2; }
+.ag-theme-alpine .row-binding { background: #eff6ff; }
+.ag-theme-alpine .cell-failed { color: #b91c1c; font-weight: 600; }
+.ag-theme-alpine .cell-warning { background: #fef3c7; color: #92400e; font-weight: 600; }
+.ag-theme-alpine .cell-better { color: #047857; font-weight: 600; }
+.ag-theme-alpine .cell-worse { color: #b91c1c; font-weight: 600; }
+.table td.better { color: #047857; font-weight: 600; }
+.table td.worse { color: #b91c1c; font-weight: 600; }
+.verdict { font-weight: 600; margin: 6px 0; }
+.verdict.better { color: #047857; }
+.verdict.worse { color: #b91c1c; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
 """

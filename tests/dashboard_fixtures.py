@@ -3,7 +3,8 @@
 The search is the library's own, without Prefect: hyperopt TPE suggests each trial
 (:class:`tcr_pipeline.search.SearchDriver`), :func:`tcr_pipeline.search.run_trial` trains and
 records it, then :func:`register_top` and :func:`promote_best` fill the registry, exactly as the
-search flow does after its trials. Small data (120 TCRs × 14 epitopes), a small model, 2–4 epochs:
+search flow does after its trials; the run's k-mer baseline is written as the flow's baseline task
+writes it. Small data (120 TCRs × 14 epitopes), a small model, 2–4 epochs:
 a few seconds on two cores.
 
 :func:`monitored_copy` adds what monitoring leaves: CLI queries in the store's query log and
@@ -24,6 +25,7 @@ import pytest
 import torch
 
 from tcr_pipeline.alerts import send_alerts
+from tcr_pipeline.baseline import evaluate_baseline
 from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import (
     AlertParams,
@@ -111,6 +113,10 @@ def run_small_search(root: Path, prepared_dir: Path, trials: int = SEARCH_TRIALS
         prepared_dir=str(prepared_dir),
     )
     store.write_manifest(manifest)
+    # the search flow's baseline task: the k-mer baseline on the run's own split
+    pairs = load_pairs(prepared_dir.parent / "small.csv")
+    baseline = evaluate_baseline(pairs, split_pairs(pairs, PrepareParams()), evaluate.threshold)
+    store.write_baseline(RUN_ID, baseline)
     driver = SearchDriver(search)
     records = []
     threads = torch.get_num_threads()

@@ -45,7 +45,7 @@ from dashboard.data import (
     example_rows,
     sampler_counts,
 )
-from dashboard.pages import balance, models, monitoring, overview, predict, queries, training
+from dashboard.pages import balance, models, monitoring, overview, predict, queries, training, trials
 from dashboard.prediction import Limits, TableError, parse_table
 from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import MonitorParams
@@ -337,12 +337,32 @@ HISTORY = [
 
 def test_training_curves_overlay_trials() -> None:
     fig = figures.training_curves({"trial 0": HISTORY, "trial 1": HISTORY[:1]}, "val_roc_auc")
-    assert len(fig.data) == 6  # val loss, train loss, metric per trial
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len(lines) == 6  # val loss, train loss, metric per trial
     assert fig.data[0].y[0] == 0.6
     assert math.isnan(fig.data[0].y[1])  # a gap in the line, not a crash
     assert fig.data[2].xaxis == "x2"
     json.dumps(fig.to_plotly_json(), default=str)
     assert "no per-epoch history" in str(figures.training_curves({}, "val_roc_auc").layout.annotations)
+
+
+def test_training_curves_star_the_best_epoch_and_name_their_units() -> None:
+    history = [
+        {"epoch": 1.0, "train_loss": 0.7, "val_loss": 0.6, "val_roc_auc": 0.7},
+        {"epoch": 2.0, "train_loss": 0.5, "val_loss": 0.4, "val_roc_auc": 0.9},
+        {"epoch": 3.0, "train_loss": 0.3, "val_loss": 0.5, "val_roc_auc": 0.8},
+    ]
+    fig = figures.training_curves({"t": history}, "val_roc_auc", log_y=True)
+    stars = {t.xaxis: (t.x[0], t.y[0]) for t in fig.data if t.mode == "markers"}
+    assert stars == {"x": (2.0, 0.4), "x2": (2.0, 0.9)}  # lowest loss, highest AUC
+    assert fig.layout.yaxis.type == "log"
+    assert "binary cross-entropy" in fig.layout.yaxis.title.text
+    assert "log scale" in fig.layout.yaxis.title.text
+    assert "ROC-AUC" in fig.layout.yaxis2.title.text
+    assert fig.layout.yaxis2.type != "log"  # metrics stay linear
+    linear = figures.training_curves({"t": history}, "val_roc_auc")
+    assert linear.layout.yaxis.type != "log"
+    assert figures.best_epoch([{"val_loss": math.nan}], "val_loss") is None
 
 
 def test_search_progress_draws_the_best_so_far_line() -> None:
@@ -476,7 +496,7 @@ def test_training_defaults_to_the_newest_run_and_its_best_trials(search_store: S
     assert chosen == [t.trial_id for t in best]
     assert training.trial_options(trials, [1, 99])[1] == [1]  # a kept selection drops what is gone
     curves = training.curves_figure(trials, chosen, "val_roc_auc")
-    assert len(curves.data) == 3 * 3
+    assert len([t for t in curves.data if t.mode == "lines+markers"]) == 3 * 3
     progress, effects, summary = training.search_figures(ctx.reader.manifest(run_id or ""), trials)
     assert f"4/{MAX_EVALS} trials finished" in summary
     assert len(progress.data[0].x) == 4
@@ -519,12 +539,16 @@ def test_models_table_shows_use_availability_and_results(copied_store: SearchSto
     from dashboard.data import model_files
 
     files = {e.model_id: model_files(ctx.store, e) for e in registry.models}
-    table = text_of(models.models_table(registry, files))
-    assert table.count("in use") == 2  # the header and the current model
-    assert "missing weights.pt" in table
-    assert all(m.model_id in table for m in registry.models)
+    grid = models.models_table(registry, files)
+    rows = {r["model"]: r for r in grid.rowData}
+    assert [m for m, r in rows.items() if r["in_use"] == "in use"] == [registry.current]
+    assert rows[missing.model_id]["files"] == "missing weights.pt"
+    assert set(rows) == {m.model_id for m in registry.models}
+    objectives = [r["objective"] for r in grid.rowData]
+    assert objectives == sorted(objectives, reverse=True)  # best first
     entry = registry.current_entry
     assert entry is not None
+    assert rows[entry.model_id]["test:precision"] == entry.test_metrics["precision"]
     details = models.model_details(entry, ctx.models.card(entry), files[entry.model_id])
     assert "paper_objective" in text_of(details)
 
@@ -607,6 +631,324 @@ def test_the_query_log_pages_newest_first(copied_store: SearchStore) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Trials, comparison, baselines, warnings
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_trials_grid_has_every_trial_metric_and_hyperparameter(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    rows, columns, pins, count, empty = trials.grid_content(ctx, ["objective"])
+    assert count == "4 trials in 1 run(s)"
+    assert empty is None
+    records = {t.trial_id: t for t in ctx.reader.trials(copied_store.run_id)}
+    assert sorted(r["trial"] for r in rows) == sorted(records)
+    row = next(r for r in rows if r["trial"] == 0)
+    trial = records[0]
+    assert row["key"] == f"{copied_store.run_id}/0000"
+    assert row["objective"] == pytest.approx(trial.objective, rel=1e-5)  # 6 significant digits
+    assert row["param:lr"] == pytest.approx(trial.params["lr"], rel=1e-5)
+    for name, value in trial.test_metrics.items():  # every metric, per-epitope AUCs included
+        expected = pytest.approx(value, rel=1e-5) if math.isfinite(value) else None
+        assert row[f"test:{name}"] == expected, name
+    assert row["val:precision"] == pytest.approx(trial.val_metrics["precision"], rel=1e-5)
+    json.dumps(rows)  # what the grid receives
+
+    by_header = {c.get("headerName"): c for c in columns}
+    assert by_header["trial id"]["pinned"] == "left"
+    assert by_header["objective"]["pinned"] == "left"  # the chosen pin
+    assert by_header["objective"]["filter"] == "agNumberColumnFilter"
+    assert {c["headerName"] for c in by_header["hyperparameters"]["children"]} == {
+        "model.kind",
+        "lr",
+        "epochs",
+    }
+    test_group = by_header["test metrics"]["children"]
+    shown = [c["headerName"] for c in test_group if "columnGroupShow" not in c]
+    assert shown[:3] == ["accuracy", "precision", "recall"]  # the headline metrics, in order
+    assert any(c["headerName"].startswith("epitope_auc/") for c in test_group)  # the rest when opened
+    assert {"label": "param:lr", "value": "param:lr"} in pins
+
+
+def test_a_refresh_sends_the_grid_only_the_trials_that_changed(copied_store: SearchStore) -> None:
+    from dash import no_update
+
+    ctx = dashboard(copied_store)
+    snapshots = trials.GridSnapshots()
+    rows, transaction, columns, _, count, _, sent = trials.grid_update(ctx, snapshots, None, None)
+    assert len(rows) == 4  # a new client: everything
+    assert transaction is no_update
+    assert columns is not no_update
+    new_trial(copied_store, 4)
+    rows, transaction, columns, _, count, _, sent = trials.grid_update(ctx, snapshots, None, sent)
+    assert rows is no_update
+    assert [r["trial"] for r in transaction["add"]] == [4]  # one row, not five
+    assert transaction["update"] == transaction["remove"] == []
+    assert columns is no_update  # same columns: the client keeps its pins, widths and sort
+    assert count == "5 trials in 1 run(s)"
+    rows, transaction, *_ = trials.grid_update(ctx, snapshots, None, sent)
+    assert rows is no_update
+    assert transaction is no_update
+    assert trials.grid_update(ctx, snapshots, None, 12345)[0] is not no_update  # unknown: everything
+
+
+def test_comparing_trials_draws_curves_metrics_and_each_runs_baseline(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    chosen = [
+        {"key": f"{copied_store.run_id}/000{i}", "run": copied_store.run_id, "trial": i} for i in (0, 2)
+    ]
+    curves, metrics, table, summary = trials.compare_content(ctx, chosen, "val_roc_auc", True)
+    assert summary == "2 trial(s) selected from 1 run(s)"
+    assert curves.layout.yaxis.type == "log"
+    bars = [t for t in metrics.data if t.type == "bar"]
+    assert [b.name for b in bars] == [c["key"] for c in chosen]
+    baseline = copied_store.store.load_baseline(copied_store.run_id)
+    assert baseline is not None
+    reference_trace = next(t for t in metrics.data if t.type == "scatter")
+    assert reference_trace.name == f"k-mer baseline ({copied_store.run_id})"
+    assert list(reference_trace.y) == [baseline["test"][m] for m in reference_trace.x]
+    rows = {r["metric"]: r for r in table.rowData}
+    assert rows["precision"][f"baseline {copied_store.run_id}"] == baseline["test"]["precision"]
+    assert rows["roc_auc"]["always negative"] == 0.5
+    assert rows["precision"]["always negative"] == 0.0
+    nothing = trials.compare_content(ctx, [], "val_roc_auc", False)
+    assert nothing[3] == "no trials selected"
+    (copied_store.root / "runs" / copied_store.run_id / "baseline.json").unlink()
+    assert "no k-mer baseline stored" in trials.compare_content(ctx, chosen, "val_roc_auc", False)[3]
+
+
+def test_hyperparameter_importance_finds_what_the_objective_depends_on() -> None:
+    import numpy as np
+
+    from dashboard.data import hyperparameter_importance
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "lr": rng.uniform(0.001, 0.1, 40),
+            "dropout": rng.uniform(0, 0.5, 40),
+            "kind": rng.choice(["small", "medium"], 40),
+        }
+    )
+    frame["objective"] = 10 * frame["lr"] + rng.normal(0, 0.01, 40)
+    result = hyperparameter_importance(frame, ["lr", "dropout", "kind"])
+    ranked = sorted(zip(result.mean, result.names, strict=True), reverse=True)
+    assert ranked[0][1] == "lr"
+    assert ranked[0][0] > 10 * max(abs(v) for v, _ in ranked[1:])
+    assert result.trials == 40
+    few = hyperparameter_importance(frame.head(3), ["lr"])
+    assert few.names == []
+    assert "at least 5 successful trials" in few.reason
+
+
+def test_a_big_run_updates_its_importance_every_25_trials() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"trial_id": range(60), "lr": rng.uniform(0, 1, 60)})
+    frame["objective"] = frame["lr"] + rng.normal(0, 0.01, 60)
+    assert trials.importance_of(frame.head(20), ["lr"]).trials == 20  # small runs: every trial
+    assert trials.importance_of(frame.head(49), ["lr"]).trials == 25
+    assert trials.importance_of(frame.head(50), ["lr"]).trials == 50
+    assert trials.importance_of(frame, ["lr"]).trials == 50  # 60: the first 50 until 75
+
+
+def test_the_trials_page_draws_parallel_coordinates_and_importance(copied_store: SearchStore) -> None:
+    import numpy as np
+
+    ctx = dashboard(copied_store)
+    parallel, importance = trials.run_figures(ctx, copied_store.run_id)
+    labels = list(parallel.layout.xaxis.ticktext)
+    assert labels[-1] == "paper"  # the run's objective, last
+    assert set(labels[:-1]) == {"model.kind", "lr", "epochs"}
+    lines = [t for t in parallel.data if t.mode == "lines+markers"]
+    assert sum(np.isnan(t.x).sum() for t in lines) == 4  # one line per successful trial
+    assert {t.type for t in parallel.data} == {"scatter"}  # cartesian: the bundle served has no parcoords
+    assert "4 successful" not in importance.layout.title.text  # 4 trials: too few
+    assert "at least 5 successful trials (this run has 4)" in importance.layout.annotations[0].text
+    for trial_id in (4, 5):
+        new_trial(copied_store, trial_id)
+    _, importance = trials.run_figures(ctx, copied_store.run_id)
+    assert importance.data[0].type == "bar"
+    assert "6 trials" in importance.layout.title.text
+
+
+def test_always_negative_and_the_reference_rows() -> None:
+    from dashboard.data import always_negative, positive_rate, reference
+
+    metrics = {"tp": 3.0, "fn": 2.0, "tn": 90.0, "fp": 5.0, "precision": 0.375, "roc_auc": 0.8}
+    assert positive_rate(metrics) == 0.05
+    negative = always_negative(0.05)
+    assert negative["accuracy"] == 0.95
+    assert negative["roc_auc"] == negative["mean_epitope_auc"] == 0.5
+    assert negative["precision"] == negative["recall"] == 0.0
+    assert negative["average_precision"] == 0.05
+    assert "accuracy" not in always_negative(None)  # no counts, no accuracy
+    ref = reference("test", metrics, {"test": {"precision": 0.5, "roc_auc": 0.7}})
+    rows = {r["metric"]: r for r in ref.rows()}
+    assert rows["precision"]["delta"] == pytest.approx(-0.125)
+    assert rows["roc_auc"]["delta"] == pytest.approx(0.1)
+    assert rows["accuracy"]["model"] is None
+    assert reference("test", metrics, None).baseline is None
+
+
+def test_the_best_model_is_shown_beside_its_baseline_and_the_promotion_interval(
+    copied_store: SearchStore,
+) -> None:
+    ctx = dashboard(copied_store)
+    _, best = overview.overview_content(ctx)
+    text = text_of(best)
+    assert "k-mer baseline" in text
+    assert "always negative" in text
+    assert "the k-mer baseline on test paper_objective" in text  # the verdict, on the objective
+    assert "interval" not in text.replace("interval (new − old)", "")  # none recorded: none shown
+    store = copied_store.store
+    registry = store.load_registry()
+    interval = {"metric": "mean_epitope_auc", "delta": 0.03, "low": -0.01, "high": 0.07, "resamples": 1000}
+    promoted = registry.history[-1].model_copy(update={"interval": interval})
+    store.save_registry(registry.model_copy(update={"history": [*registry.history[:-1], promoted]}))
+    _, best = overview.overview_content(ctx)
+    text = text_of(best)
+    assert "Δ mean_epitope_auc = +0.0300 (interval -0.0100 to +0.0700, 1,000 bootstrap resamples)" in text
+    assert "Δ mean_epitope_auc +0.0300 [-0.0100, +0.0700] (1,000 resamples)" in text  # promotions table
+    (copied_store.root / "runs" / copied_store.run_id / "baseline.json").unlink()
+    _, best = overview.overview_content(ctx)
+    assert "No k-mer baseline stored for this run" in text_of(best)
+
+
+def test_a_malformed_promotion_interval_is_ignored() -> None:
+    from dashboard.data import promotion_interval
+    from tcr_pipeline.store import Promotion
+
+    plain = Promotion(model_id="m", replaced=None, reason="first", objective=1.0)
+    assert promotion_interval(plain) is None
+    assert promotion_interval(plain.model_copy(update={"interval": {"delta": "x"}})) is None
+    assert promotion_interval(plain.model_copy(update={"interval": "0.03"})) is None
+    from pydantic import BaseModel
+
+    class Interval(BaseModel):  # the shape a typed field would have
+        metric: str
+        delta: float
+        low: float
+        high: float
+        resamples: int | None = None
+
+    typed = plain.model_copy(update={"interval": Interval(metric="m", delta=0.1, low=0.0, high=0.2)})
+    assert promotion_interval(typed) == {
+        "metric": "m",
+        "delta": 0.1,
+        "low": 0.0,
+        "high": 0.2,
+        "resamples": None,
+    }
+
+
+def test_per_epitope_bars_carry_their_positives_and_list_the_rest() -> None:
+    fig = figures.epitope_auc({"A": 0.6, "B": 0.9}, "test", {"A": 1, "B": 12, "C": 0})
+    assert list(fig.data[0].text) == ["0.600 (n+ = 1)", "0.900 (n+ = 12)"]
+    footer = fig.layout.annotations[0].text
+    assert "C (0 positives)" in footer
+    unknown = figures.epitope_auc({"A": 0.6}, "test", None, "the prepared data is not on this machine")
+    assert "positives per epitope unknown: the prepared data is not on this machine" in str(
+        unknown.layout.annotations
+    )
+    none = figures.epitope_auc({}, "test", {"C": 0})
+    assert "C (0 positives)" in str(none.layout.annotations)
+
+
+def test_the_models_page_counts_positives_from_the_prepared_data(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    entry = ctx.reader.registry().current_entry
+    assert entry is not None
+    prepared, _ = ctx.prepared_for(entry)
+    assert prepared is not None
+    from dashboard.data import epitope_positives, model_files
+
+    positives = epitope_positives(prepared, "test")
+    counts = epitope_counts(prepared)
+    assert sum(positives.values()) == counts[counts["split"] == "test"]["positive"].sum()
+    assert set(positives) == set(prepared.epitope_names)  # epitopes without positives kept, as 0
+    details = models.model_details(
+        entry, ctx.models.card(entry), model_files(ctx.store, entry), None, positives
+    )
+    text = text_of(details)
+    assert "n+ = " in text
+    assert "No k-mer baseline stored" in text
+    interval = {"metric": "mean_epitope_auc", "delta": 0.03, "low": -0.01, "high": 0.07, "resamples": 1000}
+    baseline = ctx.baseline(copied_store.run_id)
+    with_interval = text_of(
+        models.model_details(entry, None, model_files(ctx.store, entry), baseline, positives, "", interval)
+    )
+    assert "Δ mean_epitope_auc = +0.0300 (interval -0.0100 to +0.0700" in with_interval
+    assert "the k-mer baseline on test paper_objective" in with_interval
+
+
+def test_the_query_log_shows_each_input_field_as_a_column(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    text, _ = predict.example_text(ctx, None, seed=0)
+    assert text is not None
+    predict.predict_text(ctx, text, None)
+    grid, _ = queries.queries_table(ctx.queries.read(0, queries.PAGE_SIZE), ctx.queries.count(), 0)
+    first = pd.read_csv(__import__("io").StringIO(text), dtype=str, keep_default_na=False).iloc[-1]
+    newest = grid.rowData[0]
+    for field in ("CDR3_alpha", "CDR3_beta", "V_beta", "Epitope", "MHC"):
+        assert newest[f"in:{field}"] == first[field]
+    headers = [
+        c["headerName"]
+        for c in next(c for c in grid.columnDefs if c.get("headerName") == "input")["children"]
+    ]
+    assert headers[:3] == ["CDR3_alpha", "CDR3_beta", "V_alpha"]
+    assert "{" not in json.dumps([r.get("in:CDR3_alpha") for r in grid.rowData])  # no JSON blobs
+
+
+def test_predict_shows_the_librarys_warnings_highlighted() -> None:
+    from dashboard.prediction import Answer, answers_frame
+
+    answers = [
+        Answer(2, {"CDR3_beta": "CASSF"}, 0.9, True, "", "V_beta TRBV99-9*01 never seen in training"),
+        Answer(3, {"CDR3_beta": "CASSG"}, 0.1, False, ""),
+        Answer(4, {}, None, None, "line 4: expected 10 fields, found 8"),
+    ]
+    frame = answers_frame(answers)
+    assert list(frame["warning"]) == ["V_beta TRBV99-9*01 never seen in training", "", ""]
+    grid = predict.results_grid(frame)
+    warning = next(c for c in grid.columnDefs if c["field"] == "warning")
+    assert warning["cellClassRules"] == {"cell-warning": "params.value"}
+    assert grid.rowData[0]["score"] == pytest.approx(0.9)
+    assert answers[0].as_query().output["warning"].startswith("V_beta")
+    assert "warning" not in answers[1].as_query().output
+
+
+def test_the_query_log_keeps_and_shows_a_rows_warning(tmp_path: Path) -> None:
+    from dashboard.prediction import Answer
+    from tcr_pipeline.querylog import QueryLog
+
+    log = QueryLog(tmp_path / "queries.sqlite")
+    answers = [
+        Answer(2, {"CDR3_beta": "CASSF"}, 0.9, True, "", "V_beta TRBV99-9*01 never seen in training"),
+        Answer(3, {"CDR3_beta": "CASSG"}, 0.1, False, ""),
+    ]
+    log.log([a.as_query() for a in answers], "m", "dashboard", 1.0)
+    grid, _ = queries.queries_table(log.read(0, 25), log.count(), 0)
+    by_line = {r["line"]: r for r in grid.rowData}
+    assert by_line[2]["warning"] == "V_beta TRBV99-9*01 never seen in training"
+    assert by_line[3]["warning"] == ""
+    warning = next(c for c in grid.columnDefs if c.get("field") == "warning")
+    assert warning["cellClassRules"] == {"cell-warning": "params.value"}
+
+
+def test_predict_works_with_a_library_without_the_warning_column(copied_store: SearchStore) -> None:
+    ctx = dashboard(copied_store)
+    text, _ = predict.example_text(ctx, None, seed=0)
+    assert text is not None
+    _, results = predict.predict_text(ctx, text, None)
+    assert results is not None
+    fields = [c["field"] for c in results.columnDefs]
+    assert "warning" in fields
+    if "warning" not in predict_frame(ctx.models.get(ctx.entry(None)), pd.DataFrame(columns=COLUMNS)).columns:
+        assert all(r["warning"] == "" for r in results.rowData)
+
+
+# ---------------------------------------------------------------------------------------------
 # The app: built without reading the store, every page served, refresh, login
 # ---------------------------------------------------------------------------------------------
 
@@ -629,6 +971,53 @@ def test_a_missing_store_is_not_created(tmp_path: Path) -> None:
     assert not (tmp_path / "store").exists()
 
 
+def test_plotly_js_is_the_cartesian_bundle_and_every_figure_fits_it(search_store: SearchStore) -> None:
+    from plotly.offline import get_plotlyjs_version
+
+    from dashboard.transfer import cartesian_plotly
+
+    app = create_app(search_store.root)
+    served = app.server.test_client().get(
+        "/_dash-component-suites/plotly/package_data/plotly.min.js", headers={"Accept-Encoding": "identity"}
+    )
+    assert served.status_code == 200
+    assert (
+        f"plotly.js (cartesian - minified) v{get_plotlyjs_version()}" in served.get_data(as_text=True)[:200]
+    )
+    assert cartesian_plotly() is not None
+    cartesian = {"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "image", "pie", "scatter"}
+    import inspect
+
+    builders = [f for name, f in inspect.getmembers(figures, inspect.isfunction) if name in figures.__all__]
+    source = "\n".join(inspect.getsource(f) for f in builders)
+    used = {name.lower() for name in __import__("re").findall(r"go\.([A-Z][a-z0-9]+)\(", source)} - {"figure"}
+    assert used <= cartesian, used - cartesian
+
+
+def test_responses_are_compressed_and_bundles_cached_for_good(search_store: SearchStore) -> None:
+    import re
+
+    import brotli
+
+    app = create_app(search_store.root)
+    client = app.server.test_client()
+    index = client.get("/", headers={"Accept-Encoding": "br, gzip"})
+    assert index.headers["Content-Encoding"] == "br"
+    page = brotli.decompress(index.data).decode()
+    scripts = re.findall(r'src="([^"]+)"', page)
+    assert any("dash_ag_grid" in s for s in scripts)
+    assert not any("dash_table" in s for s in scripts)  # no page uses the DataTable
+    for src in scripts:
+        bundle = client.get(src, headers={"Accept-Encoding": "br, gzip"})
+        assert bundle.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert bundle.headers["Content-Encoding"] == "br", src
+        plain = client.get(src, headers={"Accept-Encoding": "identity"})
+        assert brotli.decompress(bundle.data) == plain.data
+        assert "Accept-Encoding" in bundle.headers["Vary"]
+    gzipped = client.get(scripts[0], headers={"Accept-Encoding": "gzip"})
+    assert gzipped.headers["Content-Encoding"] == "gzip"
+
+
 def test_every_page_opens_over_http(copied_store: SearchStore) -> None:
     client = DashClient(create_app(copied_store.root))
     client.load()
@@ -638,6 +1027,7 @@ def test_every_page_opens_over_http(copied_store: SearchStore) -> None:
         "/balance": ("balance-model-facts.children", "recall on positives"),
         "/models": ("models-table.children", "in use"),
         "/predict": ("predict-model.options", "current best"),
+        "/trials": ("trials-count.children", "4 trials in 1 run(s)"),
         "/queries": ("queries-position.children", "no queries"),
         "/monitoring": ("monitoring-status.children", "No monitoring reports yet"),
     }
@@ -715,6 +1105,62 @@ def test_login_is_required_when_users_are_configured(search_store: SearchStore) 
     assert client.get("/_dash-layout", headers=basic("bo", "pw")).status_code == 401
     assert client.get("/", headers=basic("ana", "pw")).status_code == 200
     assert client.get("/_dash-layout", headers=basic("ana", "pw")).status_code == 200
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_an_empty_password_is_never_accepted(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with pytest.raises(ValueError, match="empty password"):
+        hash_password("")
+    # the command itself, as a user runs it (no terminal: getpass reads stdin)
+    result = subprocess.run(
+        [sys.executable, "-m", "dashboard.auth", "hash", "bob"],
+        input="\n\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "empty password is not allowed" in result.stderr
+    assert "bob:" not in result.stdout
+    from flask import Flask
+    from werkzeug.security import generate_password_hash
+
+    server = Flask("t")
+    server.add_url_rule("/", "index", lambda: "ok")
+    # even a file holding a hash of the empty password (made by hand) lets nobody in with it
+    enable_basic_auth(server, {"bob": generate_password_hash("")})
+    client = server.test_client()
+    assert client.get("/", headers=_basic("bob", "")).status_code == 401
+    assert client.get("/", headers=_basic("bob", "")).status_code == 401  # not cached either
+
+
+def test_failed_logins_are_rate_limited_per_address() -> None:
+    from flask import Flask
+
+    server = Flask("t")
+    server.add_url_rule("/", "index", lambda: "ok")
+    enable_basic_auth(server, {"u": hash_password("p")}, limit="3 per minute")
+    client = server.test_client()
+    for _ in range(5):  # the browser's first request carries no credentials: not a failed login
+        assert client.get("/").status_code == 401
+    assert client.get("/", headers=_basic("u", "p")).status_code == 200
+    for _ in range(3):
+        assert client.get("/", headers=_basic("u", "wrong")).status_code == 401
+    assert client.get("/", headers=_basic("u", "wrong")).status_code == 429
+    # past the limit even the right password waits for the window: guessing gains nothing
+    assert client.get("/", headers=_basic("u", "p")).status_code == 429
+    other = server.test_client()
+    other_address = {"REMOTE_ADDR": "10.0.0.2"}
+    assert other.get("/", headers=_basic("u", "p"), environ_base=other_address).status_code == 200
 
 
 def test_basic_auth_guards_any_flask_server() -> None:

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboard_fixtures import MAX_EVALS, REQUESTS, STREAM_ROWS, UNSEEN_V_BETA, SearchStore, monitored_copy
+from dashboard_fixtures import (
+    MAX_EVALS,
+    REQUESTS,
+    STREAM_ROWS,
+    UNSEEN_V_BETA,
+    SearchStore,
+    monitored_copy,
+)
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
@@ -53,10 +60,11 @@ WIDTH = 1400
 PAGES = {
     "overview": ("/", "#overview-runs-table"),
     "training": ("/training", "#training-curves .main-svg"),
+    "trials": ("/trials", "#trials-grid .ag-row"),
     "class-balance": ("/balance", "#balance-epitope-auc .main-svg"),
-    "models": ("/models", "#models-registry-table"),
+    "models": ("/models", "#models-registry-table .ag-row"),
     "predict": ("/predict", "#predict-model"),
-    "queries": ("/queries", "#queries-table"),
+    "queries": ("/queries", "#queries-log-table .ag-row"),
     "monitoring": ("/monitoring", "#monitoring-drift .main-svg"),
 }
 CLI_ROWS = 3 * STREAM_ROWS  # the monitoring rounds' queries, logged before the test starts
@@ -165,6 +173,41 @@ def add_finished_trial(search: SearchStore, trial_id: int) -> None:
     )
 
 
+def grid_rows(chrome: Any, grid_id: str) -> list[dict[str, Any]]:
+    """The rows a grid displays, in display order (after its sort and filter), through AG Grid's
+    own API as dash-ag-grid exposes it; none while the grid is not ready."""
+    rows = chrome.driver.execute_script(
+        """
+        let api;
+        try { api = dash_ag_grid.getApi(arguments[0]); } catch (e) { return null; }
+        const rows = [];
+        api.forEachNodeAfterFilterAndSort(node => rows.push(node.data));
+        return rows;
+        """,
+        grid_id,
+    )
+    return rows or []
+
+
+def grid_cells(chrome: Any, grid_id: str, column: str) -> list[str]:
+    """The text of one column's rendered cells, top to bottom (what a reader sees)."""
+    cells = chrome.find_elements(f"#{grid_id} .ag-row [col-id='{column}']")
+    rows = [
+        (int(cell.find_element_by_xpath("./ancestor::div[@row-index]").get_attribute("row-index")), cell.text)
+        for cell in cells
+    ]
+    return [text for _, text in sorted(rows)]
+
+
+def wait_until(condition: Any, timeout: float = 30, message: str = "") -> None:
+    """Poll ``condition`` until it is true (the grid updates asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: {message}")
+        time.sleep(0.2)
+
+
 def navigate(chrome: Any, page: str) -> None:
     """Follow the navigation link (a client-side page change, no reload) and wait for the page."""
     path, ready = PAGES[page]
@@ -193,6 +236,8 @@ def test_every_page_a_prediction_and_the_query_log(
         current = copied_store.store.load_registry().current
         assert current is not None
         chrome.wait_for_contains_text("#overview-best-card", current)
+        chrome.wait_for_contains_text("#overview-reference", "the k-mer baseline on test paper_objective")
+        chrome.wait_for_contains_text("#overview-reference", "always negative")
         screenshot(chrome, "overview")
 
         # the search goes on: a new trial appears without a reload
@@ -205,16 +250,25 @@ def test_every_page_a_prediction_and_the_query_log(
         chrome.wait_for_element("#training-hyperparameters .main-svg")
         screenshot(chrome, "training")
 
+        chrome.find_element("#training-options input[value='log']").click()
+        chrome.wait_for_contains_text("#training-curves", "log scale")
+        chrome.wait_for_contains_text("#training-curves", "binary cross-entropy")
+
         navigate(chrome, "class-balance")
         chrome.wait_for_element("#balance-splits .main-svg")
         chrome.wait_for_element("#balance-sampler .main-svg")
         chrome.wait_for_contains_text("#balance-facts-table", "recall on positives")
+        chrome.wait_for_contains_text("#balance-epitope-auc", "n+ =")
+        chrome.wait_for_contains_text("#balance-epitope-auc", "epitopes without an AUC")
         screenshot(chrome, "class-balance")
 
         navigate(chrome, "models")
         chrome.wait_for_contains_text("#models-registry-table", "in use")
         chrome.wait_for_contains_text("#models-registry-table", current)
         chrome.wait_for_element("#models-details-body .main-svg")
+        chrome.wait_for_contains_text("#models-reference", "k-mer baseline")
+        chrome.wait_for_contains_text("#models-reference", "always negative")
+        chrome.wait_for_contains_text("#models-epitope-auc", "n+ =")
         screenshot(chrome, "models")
 
         # Predict: ten example rows from the test split, three bad rows after them
@@ -233,31 +287,35 @@ def test_every_page_a_prediction_and_the_query_log(
         chrome.find_element("#predict-submit").click()
         chrome.wait_for_element("#predict-table", timeout=60)
         chrome.wait_for_contains_text("#predict-summary", "10 of 13 rows scored")
-        rows = chrome.find_elements("#predict-table tbody tr")
-        assert len(rows) == 13
-        cells = [[td.text for td in row.find_elements_by_tag_name("td")] for row in rows]
-        for _line, *_, score, binding, message in cells[:10]:
-            assert float(score) >= 0.0
-            assert binding in ("yes", "no")
-            assert message == "ok"
-        messages = {int(c[0]): c[-1] for c in cells[10:]}
+        wait_until(lambda: len(grid_rows(chrome, "predict-table")) == 13, message="13 answered rows")
+        rows = grid_rows(chrome, "predict-table")
+        for row in rows[:10]:
+            assert float(row["score"]) >= 0.0
+            assert row["binding"] in ("yes", "no")
+            assert row["message"] == "ok"
+            assert "warning" in row  # the column is there, empty or filled by the library
+        messages = {r["line"]: r["message"] for r in rows[10:]}
         assert "CDR3_beta" in messages[12]
         assert "line 12" in messages[12]
         assert "expected 10 fields, found 8" in messages[13]
         assert "Epitope: empty value" in messages[14]
-        assert all(c[-3] == "" and c[-2] == "" for c in cells[10:])  # no score for invalid rows
+        assert all(r["score"] is None and r["binding"] == "" for r in rows[10:])  # no score for invalid rows
+        assert "Epitope: empty value" in " ".join(grid_cells(chrome, "predict-table", "message"))
         screenshot(chrome, "predict")
 
         navigate(chrome, "queries")
         chrome.wait_for_contains_text("#queries-position", f"of {CLI_ROWS + 13:,}")
-        log_rows = chrome.find_elements("#queries-log-table tbody tr")
-        assert len(log_rows) == 25
-        texts = [row.text for row in log_rows]
-        newest = texts[:13]  # the prediction just made, then the CLI's queries (predict --log)
-        assert sum("invalid" in t for t in newest) == 3
-        assert all("dashboard" in t and current in t for t in newest)
-        assert all(" cli " in f" {t} " and "dashboard" not in t for t in texts[13:])
-        assert "expected 10 fields" in chrome.find_element("#queries-log-table").text
+        wait_until(lambda: len(grid_rows(chrome, "queries-log-table")) == 25, message="a page of 25")
+        log_rows = grid_rows(chrome, "queries-log-table")
+        newest = log_rows[:13]  # the prediction just made, then the CLI's queries (predict --log)
+        assert sum(r["valid"] == "invalid" for r in newest) == 3
+        assert all(r["source"] == "dashboard" and r["model"] == current for r in newest)
+        assert all(r["source"] == "cli" for r in log_rows[13:])
+        assert any("expected 10 fields" in r["error"] for r in newest)
+        # each input field its own column, as the user typed it
+        example_first = example.strip().splitlines()[1].split(",")
+        assert newest[-1]["in:CDR3_alpha"] == example_first[0]
+        assert grid_cells(chrome, "queries-log-table", "in:Epitope")[12] == example_first[6]
         screenshot(chrome, "queries")
 
         # Monitoring: the library's reports, the drifted stream's alerts, health, data versions
@@ -278,6 +336,97 @@ def test_every_page_a_prediction_and_the_query_log(
         chrome.select_dcc_dropdown("#monitoring-statistic", value="CDR3 length KS")
         chrome.wait_for_contains_text("#monitoring-drift", "CDR3 length KS per feature")
 
+        assert chrome.get_logs() == [], "the browser console has errors"
+
+
+@pytest.mark.browser
+def test_the_trials_grid_sorts_filters_exports_and_compares(
+    browser: Any, copied_store: SearchStore, tmp_path: Path
+) -> None:
+    chrome = browser
+    for trial_id in (4, 5):  # six trials: enough for the importance
+        add_finished_trial(copied_store, trial_id)
+    app = create_app(copied_store.root, refresh_ms=700, torch_threads=None)
+    records = {t.trial_id: t for t in copied_store.store.list_trials(copied_store.run_id)}
+    with serve(app) as url:
+        chrome.server_url = url
+        chrome.driver.get(url + "/trials")
+        chrome.wait_for_contains_text("#trials-count", "6 trials in 1 run(s)", timeout=60)
+        wait_until(lambda: len(grid_rows(chrome, "trials-grid")) == 6, message="six rows")
+
+        # sort: a click on the objective's header sorts ascending, a second descending
+        header = "#trials-grid .ag-header-cell[col-id='objective'] .ag-header-cell-label"
+        chrome.find_element(header).click()
+        objectives = sorted(t.objective for t in records.values() if t.objective is not None)
+
+        def shown_objectives() -> list[float]:
+            return [r["objective"] for r in grid_rows(chrome, "trials-grid")]
+
+        wait_until(lambda: shown_objectives() == pytest.approx(objectives, rel=1e-5), message="ascending")
+        chrome.find_element(header).click()
+        wait_until(
+            lambda: shown_objectives() == pytest.approx(objectives[::-1], rel=1e-5), message="descending"
+        )
+        shown = [float(c) for c in grid_cells(chrome, "trials-grid", "objective")]
+        assert shown == pytest.approx(objectives[::-1], abs=1e-4)  # what is drawn, rounded
+
+        # filter: the number filter under the trial header keeps trial 2 only
+        column = chrome.find_element("#trials-grid .ag-header-cell[col-id='trial']")
+        index = column.get_attribute("aria-colindex")
+        box = chrome.find_element(f"#trials-grid .ag-floating-filter[aria-colindex='{index}'] input")
+        box.send_keys("2")
+        wait_until(lambda: [r["trial"] for r in grid_rows(chrome, "trials-grid")] == [2], message="filtered")
+
+        # CSV: the grid's own export, of the rows as filtered
+        downloads = tmp_path / "downloads"
+        chrome.find_element("#trials-csv").click()
+        wait_until(lambda: (downloads / "trials.csv").is_file(), message="trials.csv downloaded")
+        time.sleep(0.5)
+        import pandas as pd
+
+        exported = pd.read_csv(downloads / "trials.csv")
+        assert list(exported["trial"]) == [2]
+        assert exported.loc[0, "objective"] == pytest.approx(records[2].objective, rel=1e-5)
+        assert "lr" in exported.columns  # the hyperparameters, by their names
+        from selenium.webdriver.common.keys import Keys
+
+        box.send_keys(Keys.BACKSPACE)
+        wait_until(lambda: len(grid_rows(chrome, "trials-grid")) == 6, message="filter cleared")
+
+        # pin: the chosen column moves to the pinned area on the left
+        chrome.select_dcc_dropdown("#trials-pin", value="param:lr")
+        chrome.wait_for_element("#trials-grid .ag-pinned-left-header [col-id='param:lr']")
+
+        # select two trials: their curves, test metrics and the run's baseline side by side
+        for trial_id in (0, 3):
+            row_id = f"{copied_store.run_id}/000{trial_id}"
+            row = f"#trials-grid .ag-row[row-id='{row_id}']"
+            chrome.find_element(f"{row} .ag-selection-checkbox input").click()
+        chrome.wait_for_contains_text("#trials-selected", "2 trial(s) selected from 1 run(s)")
+        chrome.wait_for_contains_text("#trials-compare-metrics", f"k-mer baseline ({copied_store.run_id})")
+        chrome.wait_for_element("#trials-compare-curves .main-svg")
+        baseline = copied_store.store.load_baseline(copied_store.run_id)
+        assert baseline is not None
+        compared = {r["metric"]: r for r in grid_rows(chrome, "trials-compare-grid")}
+        assert compared["precision"][f"baseline {copied_store.run_id}"] == pytest.approx(
+            baseline["test"]["precision"]
+        )
+        assert compared["roc_auc"]["always negative"] == 0.5
+        assert compared["precision"][f"{copied_store.run_id}/0003"] == pytest.approx(
+            records[3].test_metrics["precision"]
+        )
+
+        # the selection survives a refresh that brings a new trial
+        add_finished_trial(copied_store, 6)
+        chrome.wait_for_contains_text("#trials-count", "7 trials in 1 run(s)", timeout=30)
+        # the new trial arrives as a one-row transaction; the grid keeps its rows and selection
+        wait_until(lambda: len(grid_rows(chrome, "trials-grid")) == 7, message="seven rows")
+        assert chrome.find_element("#trials-grid .ag-pinned-left-header [col-id='param:lr']")  # pin kept
+        chrome.wait_for_contains_text("#trials-selected", "2 trial(s) selected")
+
+        chrome.wait_for_element("#trials-parallel .main-svg")
+        chrome.wait_for_contains_text("#trials-importance", "hyperparameter importance (7 trials")
+        screenshot(chrome, "trials")
         assert chrome.get_logs() == [], "the browser console has errors"
 
 

@@ -6,8 +6,8 @@ Each module has ``PATH``, ``NAME``, a ``layout(**query)`` that reads nothing, an
 
 from __future__ import annotations
 
-from dashboard.pages import balance, models, monitoring, overview, predict, queries, training
+from dashboard.pages import balance, models, monitoring, overview, predict, queries, training, trials
 
-PAGES = (overview, training, balance, models, predict, queries, monitoring)
+PAGES = (overview, training, trials, balance, models, predict, queries, monitoring)
 
 __all__ = ["PAGES"]

@@ -14,7 +14,7 @@ from dash.development.base_component import Component
 
 from dashboard import figures
 from dashboard.components import changed, graph, key_values, note
-from dashboard.data import Dashboard, epitope_counts, metric_value, sampler_counts
+from dashboard.data import Dashboard, epitope_counts, epitope_positives, metric_value, sampler_counts
 from tcr_pipeline.metrics import confusion_matrix, epitope_aucs
 from tcr_pipeline.prepare import Prepared
 from tcr_pipeline.store import RegistryEntry, RunManifest
@@ -130,9 +130,14 @@ def data_figures(
 
 
 def model_figures(
-    entry: RegistryEntry | None, split: str
+    entry: RegistryEntry | None,
+    split: str,
+    positives: dict[str, int] | None = None,
+    no_positives: str = "",
 ) -> tuple[Component, go.Figure, go.Figure, go.Figure]:
-    """Facts (precision, recall, ratio) and figures of the selected model's metrics on ``split``."""
+    """Facts (precision, recall, ratio) and figures of the selected model's metrics on ``split``;
+    ``positives`` per epitope in ``split`` label the per-epitope AUC bars (``no_positives``: why
+    there are none)."""
     if entry is None:
         empty = figures.empty_figure("no model registered yet")
         return note("No model registered yet."), empty, empty, empty
@@ -161,7 +166,7 @@ def model_figures(
         html.Div(facts, id="balance-facts-table"),
         figures.positive_ratio(ratios),
         figures.confusion_matrix(matrix, split),
-        figures.epitope_auc(epitope_aucs(chosen), split),
+        figures.epitope_auc(epitope_aucs(chosen), split, positives, no_positives),
     )
 
 
@@ -220,4 +225,12 @@ def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
         Input("balance-metric-split", "value"),
     )
     def update_model(model_id: str | None, split: str) -> tuple[Component, go.Figure, go.Figure, go.Figure]:
-        return model_figures(ctx.entry(model_id), split)
+        entry = ctx.entry(model_id)
+        positives, why = None, ""
+        if entry is not None:
+            prepared, why = ctx.prepared_for(entry)
+            if prepared is not None:
+                positives = ctx.prepared.table(
+                    prepared, f"positives:{split}", lambda p: epitope_positives(p, split)
+                )
+        return model_figures(entry, split, positives, why)

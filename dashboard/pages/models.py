@@ -9,14 +9,32 @@ from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
 from dashboard import figures
-from dashboard.components import changed, graph, key_values, metrics_table, note, table
-from dashboard.data import Dashboard, ModelFiles, model_files
+from dashboard.components import (
+    changed,
+    column,
+    data_grid,
+    graph,
+    grid_value,
+    key_values,
+    metrics_table,
+    note,
+    reference_block,
+)
+from dashboard.data import (
+    Dashboard,
+    ModelFiles,
+    epitope_positives,
+    model_files,
+    promotion_interval,
+    reference,
+)
 from tcr_pipeline.bundle import ModelCard
 from tcr_pipeline.metrics import confusion_matrix, epitope_aucs
 from tcr_pipeline.store import Registry, RegistryEntry
 
 PATH = "/models"
 NAME = "Models"
+GRID_METRICS = ("precision", "recall", "roc_auc", "average_precision", "mean_epitope_auc", "paper_objective")
 
 
 def layout(**_: Any) -> html.Div:
@@ -34,53 +52,71 @@ def layout(**_: Any) -> html.Div:
 
 
 def models_table(registry: Registry, files: dict[str, ModelFiles]) -> Component:
-    """One row per registered model, best objective first."""
+    """One row per registered model, best objective first (a grid: sort, filter, CSV)."""
     if not registry.models:
         return note("No registered models yet: a search registers its top three trials when it ends.")
-    rows, classes = [], []
+    rows = []
     for e in sorted(registry.models, key=lambda e: (-e.objective, e.model_id)):
         available = files[e.model_id]
-        in_use = e.model_id == registry.current
         rows.append(
-            [
-                html.Code(e.model_id),
-                e.objective,
-                e.trained,
-                e.registered,
-                "in use" if in_use else "–",
-                "yes" if available.available else f"missing {', '.join(available.missing)}",
-                e.params.get("model.kind", "–"),
-                e.params.get("lr"),
-                e.params.get("epochs", "–"),
-                e.test_metrics.get("precision"),
-                e.test_metrics.get("recall"),
-                e.test_metrics.get("mean_epitope_auc"),
-            ]
+            {
+                "model": e.model_id,
+                "objective": e.objective,
+                "trained": grid_value(e.trained),
+                "registered": grid_value(e.registered),
+                "in_use": "in use" if e.model_id == registry.current else "–",
+                "files": "yes" if available.available else f"missing {', '.join(available.missing)}",
+                "available": available.available,
+                **{f"param:{k}": grid_value(v) for k, v in e.params.items()},
+                **{f"test:{m}": grid_value(e.test_metrics.get(m)) for m in GRID_METRICS},
+            }
         )
-        classes.append("current" if in_use else ("unavailable" if not available.available else ""))
-    return table(
-        [
-            "model",
-            f"objective ({registry.models[0].objective_name})",
-            "trained",
-            "registered",
-            "in use",
-            "file available",
-            "kind",
-            "lr",
-            "epochs",
-            "test precision",
-            "test recall",
-            "test mean epitope AUC",
-        ],
+    params = sorted({k for r in rows for k in r if k.startswith("param:")})
+    columns = [
+        column("model", "model", pinned="left"),
+        column("objective", f"objective ({registry.models[0].objective_name})", True),
+        column("trained", "trained (UTC)"),
+        column("registered", "registered (UTC)"),
+        column("in_use", "in use"),
+        column("files", "file available"),
+        {
+            "headerName": "hyperparameters",
+            "children": [
+                column(p, p.split(":", 1)[1], all(isinstance(r.get(p), int | float) for r in rows))
+                for p in params
+            ],
+        },
+        {
+            "headerName": "test metrics",
+            "children": [column(f"test:{m}", f"test {m.replace('_', ' ')}", True) for m in GRID_METRICS],
+        },
+    ]
+    return data_grid(
+        "models-registry-table",
+        columns,
         rows,
-        id="models-registry-table",
-        row_class=classes,
+        row_id="model",
+        text_ids=True,
+        file_name="models.csv",
+        row_classes={
+            "row-current": "params.data.in_use === 'in use'",
+            "row-unavailable": "!params.data.available",
+        },
     )
 
 
-def model_details(entry: RegistryEntry | None, card: ModelCard | None, files: ModelFiles | None) -> Component:
-    """A model's results: metrics per split, its training curves, confusion matrix, epitope AUCs."""
+def model_details(
+    entry: RegistryEntry | None,
+    card: ModelCard | None,
+    files: ModelFiles | None,
+    baseline: dict[str, dict[str, float]] | None = None,
+    positives: dict[str, int] | None = None,
+    no_positives: str = "",
+    interval: dict[str, Any] | None = None,
+) -> Component:
+    """A model's results: metrics per split beside its run's k-mer baseline and always-negative,
+    its training curves, confusion matrix, epitope AUCs (each bar with its number of test
+    positives when the prepared data is here; ``no_positives`` says why not otherwise)."""
     if entry is None:
         return note("Choose a model.")
     facts = {
@@ -107,6 +143,13 @@ def model_details(entry: RegistryEntry | None, card: ModelCard | None, files: Mo
                 ],
                 className="row",
             ),
+            html.H3("against the k-mer baseline and always-negative (test split)"),
+            reference_block(
+                reference("test", entry.test_metrics, baseline),
+                entry.objective_name,
+                interval,
+                id="models-reference",
+            ),
             graph(figure=figures.training_curves({entry.model_id: history}, "val_roc_auc")),
             html.Div(
                 [
@@ -120,7 +163,12 @@ def model_details(entry: RegistryEntry | None, card: ModelCard | None, files: Mo
                         className="col",
                     ),
                     html.Div(
-                        graph(figure=figures.epitope_auc(epitope_aucs(entry.test_metrics), "test")),
+                        graph(
+                            "models-epitope-auc",
+                            figures.epitope_auc(
+                                epitope_aucs(entry.test_metrics), "test", positives, no_positives
+                            ),
+                        ),
                         className="col",
                     ),
                 ],
@@ -155,4 +203,20 @@ def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
         entry = ctx.reader.registry().get(model_id) if model_id else None
         if entry is None:
             return model_details(None, None, None)
-        return model_details(entry, ctx.models.card(entry), model_files(ctx.store, entry))
+        prepared, why = ctx.prepared_for(entry)
+        positives = (
+            ctx.prepared.table(prepared, "positives:test", lambda p: epitope_positives(p, "test"))
+            if prepared
+            else None
+        )
+        registry = ctx.reader.registry()
+        promotion = next((p for p in reversed(registry.history) if p.model_id == entry.model_id), None)
+        return model_details(
+            entry,
+            ctx.models.card(entry),
+            model_files(ctx.store, entry),
+            ctx.baseline(entry.run_id),
+            positives,
+            why,
+            promotion_interval(promotion) if promotion else None,
+        )

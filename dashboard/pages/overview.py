@@ -11,8 +11,17 @@ from dash import Input, Output, html
 from dash.development.base_component import Component
 from torch import nn
 
-from dashboard.components import badge, fmt, key_values, metrics_table, note, progress, table
-from dashboard.data import Dashboard, RunSummary, summarize_run
+from dashboard.components import (
+    badge,
+    fmt,
+    key_values,
+    metrics_table,
+    note,
+    progress,
+    reference_block,
+    table,
+)
+from dashboard.data import Dashboard, RunSummary, promotion_interval, reference, summarize_run
 from tcr_pipeline.bundle import ModelCard, build_card_model
 from tcr_pipeline.config import ModelParams
 from tcr_pipeline.store import Registry, RegistryEntry
@@ -99,8 +108,11 @@ def _architecture(input_dim: int, params: ModelParams, spec: str, members: int) 
     return f"{params.kind}: {len(widths)} linear layers, {shown} ({parameters:,} parameters{members_note})"
 
 
-def best_model_card(registry: Registry, card: ModelCard | None) -> Component:
-    """The current best model: what it is, how it did, where it came from, what it replaced."""
+def best_model_card(
+    registry: Registry, card: ModelCard | None, baseline: dict[str, dict[str, float]] | None = None
+) -> Component:
+    """The current best model: what it is, how it did against its run's k-mer baseline and a
+    model that always says no, where it came from, what it replaced."""
     entry = registry.current_entry
     if entry is None:
         return note("No model promoted yet: a search registers and promotes its best trials when it ends.")
@@ -131,6 +143,18 @@ def best_model_card(registry: Registry, card: ModelCard | None) -> Component:
                 ],
                 className="col",
             ),
+            html.Div(
+                [
+                    html.H3("against the k-mer baseline and always-negative (test split)"),
+                    reference_block(
+                        reference("test", entry.test_metrics, baseline),
+                        entry.objective_name,
+                        promotion_interval(promotion) if promotion else None,
+                        id="overview-reference",
+                    ),
+                ],
+                className="col wide",
+            ),
             html.Div([html.H3("promotions"), promotions_table(registry)], className="col wide"),
         ],
         className="row",
@@ -145,12 +169,36 @@ def _replaced(promotion: Any, registry: Registry) -> str:
     return f"{promotion.replaced}{previous}"
 
 
+def describe_interval(promotion: Any) -> str:
+    """A promotion's bootstrap interval in one line, or a dash when it has none."""
+    interval = promotion_interval(promotion)
+    if interval is None:
+        return "–"
+    return (
+        f"Δ {interval['metric']} {interval['delta']:+.4f} "
+        f"[{interval['low']:+.4f}, {interval['high']:+.4f}]"
+        + (f" ({interval['resamples']:,} resamples)" if interval["resamples"] else "")
+    )
+
+
 def promotions_table(registry: Registry) -> Component:
     rows = [
-        [p.promoted, p.model_id, p.replaced or "–", p.objective, p.previous_objective, p.reason]
+        [
+            p.promoted,
+            p.model_id,
+            p.replaced or "–",
+            p.objective,
+            p.previous_objective,
+            describe_interval(p),
+            p.reason,
+        ]
         for p in reversed(registry.history)
     ]
-    return table(["when", "model", "replaced", "objective", "previous", "reason"], rows)
+    return table(
+        ["when", "model", "replaced", "objective", "previous", "interval (new − old)", "reason"],
+        rows,
+        id="overview-promotions",
+    )
 
 
 def overview_content(ctx: Dashboard) -> tuple[Component, Component]:
@@ -163,7 +211,8 @@ def overview_content(ctx: Dashboard) -> tuple[Component, Component]:
     if ctx.reader.problems:
         unreadable = [f"{path}: {why}" for path, why in sorted(ctx.reader.problems.items())]
         runs = html.Div([runs, note("Files skipped: " + "; ".join(unreadable[:5]), "warning")])
-    return runs, best_model_card(registry, card)
+    baseline = ctx.baseline(entry.run_id) if entry else None
+    return runs, best_model_card(registry, card, baseline)
 
 
 def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:

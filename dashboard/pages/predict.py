@@ -10,10 +10,11 @@ import time
 from typing import Any
 
 import dash
+import pandas as pd
 from dash import Input, Output, State, dcc, html, no_update
 from dash.development.base_component import Component
 
-from dashboard.components import changed, note, table
+from dashboard.components import changed, column, data_grid, note
 from dashboard.data import Dashboard, example_rows
 from dashboard.prediction import Limits, TableError, answer_rows, answers_frame, parse_table, rows_to_csv
 from tcr_pipeline.errors import InputError
@@ -115,13 +116,46 @@ def predict_text(ctx: Dashboard, text: str, model_id: str | None) -> tuple[Compo
         + (f"; {invalid} invalid (see the message column)" if invalid else "")
         + unlogged
     )
-    results = table(
-        list(frame.columns),
-        list(frame.itertuples(index=False, name=None)),
-        id="predict-table",
-        row_class=["invalid" if not a.valid else ("binding" if a.binding else "") for a in answers],
+    warned = sum(bool(a.warning) for a in answers)
+    if warned:
+        summary += f"; {warned} with a warning (highlighted: the model never saw part of the row in training)"
+    results = results_grid(frame)
+    kind = "warning" if invalid or unlogged or warned else "info"
+    return note(summary, kind, id="predict-summary"), results
+
+
+def results_grid(frame: pd.DataFrame) -> Component:
+    """The answers as a grid, the answer before the input; a row's warning highlighted, invalid
+    rows red, binding rows blue."""
+    numeric = {"line", "score"}
+    # the answer first (score, yes/no, warning, message), then what was asked
+    first = [c for c in ("line", "score", "binding", "warning", "message") if c in frame.columns]
+    columns = []
+    for name in [*first, *(c for c in frame.columns if c not in first)]:
+        extra: dict[str, Any] = {}
+        if name == "warning":
+            extra = {
+                "cellClassRules": {"cell-warning": "params.value"},
+                "tooltipField": "warning",
+                "minWidth": 200,
+            }
+        if name == "message":
+            extra = {"tooltipField": "message", "minWidth": 200}
+        columns.append(column(name, name, name in numeric, **extra))
+    rows: list[dict[str, Any]] = frame.to_dict("records")  # type: ignore[assignment]
+    for row in rows:
+        row["score"] = float(row["score"]) if row["score"] else None
+    return data_grid(
+        "predict-table",
+        columns,
+        rows,
+        row_id="line",
+        file_name="predictions.csv",
+        row_classes={
+            "row-invalid": "params.data.message !== 'ok'",
+            "row-binding": "params.data.binding === 'yes'",
+        },
     )
-    return note(summary, "warning" if invalid or unlogged else "info", id="predict-summary"), results
 
 
 def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import dash
 from dash import Input, Output, State, dcc, html, no_update
 from dash.development.base_component import Component
 
-from dashboard.components import note, table
+from dashboard.components import column, data_grid, grid_value, note
 from dashboard.data import Dashboard
 from tcr_pipeline.querylog import Query
 
 PATH = "/queries"
 NAME = "Queries"
 PAGE_SIZE = 25
-INPUT_FIELDS = ("CDR3_alpha", "CDR3_beta", "V_alpha", "V_beta", "J_alpha", "J_beta", "Epitope", "MHC")
+INPUT_FIELDS = (
+    "CDR3_alpha",
+    "CDR3_beta",
+    "V_alpha",
+    "V_beta",
+    "J_alpha",
+    "J_beta",
+    "Epitope",
+    "MHC",
+    "clone_id",
+    "Label",
+)
 
 
 def layout(**_: Any) -> html.Div:
@@ -38,11 +48,12 @@ def layout(**_: Any) -> html.Div:
     )
 
 
-def describe_input(values: dict[str, str]) -> str:
-    """A logged row's input in one line."""
-    shown = [values.get(f, "") for f in INPUT_FIELDS]
-    extra = {k: v for k, v in values.items() if k not in INPUT_FIELDS and v}
-    return " ".join(shown) + (f"  {json.dumps(extra)}" if extra else "")
+def input_fields(queries: list[Query]) -> list[str]:
+    """The input columns to show: the paper's columns in order, then any other logged keys."""
+    extra: dict[str, None] = {}
+    for q in queries:
+        extra.update(dict.fromkeys(k for k in q.input if k not in INPUT_FIELDS))
+    return [*INPUT_FIELDS, *extra]
 
 
 def describe_output(query: Query) -> str:
@@ -53,31 +64,52 @@ def describe_output(query: Query) -> str:
     return f"{score:.4f} ({binding})" if isinstance(score, float) else binding
 
 
+def query_row(query: Query) -> dict[str, Any]:
+    """One logged query as a grid row: each input column its own cell."""
+    score = query.output.get("score")
+    return {
+        "id": query.id,
+        "time": grid_value(query.time),
+        "source": query.source,
+        "model": query.model_id,
+        "valid": "valid" if query.valid else "invalid",
+        "line": query.row,
+        **{f"in:{k}": v for k, v in query.input.items()},
+        "score": score if isinstance(score, float) else None,
+        "binds": ("yes" if query.output.get("prediction") else "no") if query.valid else "",
+        "warning": str(query.output.get("warning") or ""),
+        "error": query.error,
+        "latency_ms": query.latency_ms,
+    }
+
+
 def queries_table(queries: list[Query], total: int, page: int) -> tuple[Component, str]:
-    """A page of the log and the position line."""
+    """A page of the log (a grid: every input column its own column) and the position line."""
     if total == 0:
         return note("No queries yet: use the Predict page or `tcr-pipeline predict --log`."), "no queries"
-    rows = [
-        [
-            q.time,
-            q.source,
-            q.model_id,
-            "valid" if q.valid else "invalid",
-            q.row,
-            html.Code(describe_input(q.input)),
-            describe_output(q),
-            f"{q.latency_ms:.1f}" if q.latency_ms is not None else "–",
-        ]
-        for q in queries
+    columns = [
+        column("time", "time (UTC)", pinned="left"),
+        column("source", "source"),
+        column("model", "model"),
+        column("valid", "valid", cellClassRules={"cell-failed": "params.value === 'invalid'"}),
+        column("line", "line", True),
+        column("score", "score", True),
+        column("binds", "binds"),
+        column("warning", "warning", tooltipField="warning", cellClassRules={"cell-warning": "params.value"}),
+        column("error", "error", tooltipField="error", maxWidth=420),
+        {"headerName": "input", "children": [column(f"in:{f}", f) for f in input_fields(queries)]},
+        column("latency_ms", "request ms", True),
     ]
     first = page * PAGE_SIZE + 1
     position = f"{first}–{first + len(queries) - 1} of {total:,} (newest first)"
     return (
-        table(
-            ["time (UTC)", "source", "model", "valid", "line", "input", "output", "request ms"],
-            rows,
-            id="queries-log-table",
-            row_class=["" if q.valid else "invalid" for q in queries],
+        data_grid(
+            "queries-log-table",
+            columns,
+            [query_row(q) for q in queries],
+            row_id="id",
+            file_name="queries.csv",
+            row_classes={"row-invalid": "params.data.valid === 'invalid'"},
         ),
         position,
     )

@@ -57,6 +57,15 @@ def layout(**_: Any) -> html.Div:
                         ],
                         className="control",
                     ),
+                    dcc.Checklist(
+                        id="training-options",
+                        options=[
+                            {"label": " follow the newest run and its best trials", "value": "follow"},
+                            {"label": " loss on a log scale", "value": "log"},
+                        ],
+                        value=["follow"],
+                        className="control",
+                    ),
                 ],
                 className="controls",
             ),
@@ -73,22 +82,27 @@ def trial_label(trial: TrialRecord) -> str:
     return f"trial {trial.trial_id} ({objective})"
 
 
-def run_options(runs: list[RunManifest], current: str | None) -> tuple[list[dict[str, str]], str | None]:
-    """The run choices, newest first, and the selection (kept while it exists, else the newest)."""
+def run_options(
+    runs: list[RunManifest], current: str | None, follow: bool = False
+) -> tuple[list[dict[str, str]], str | None]:
+    """The run choices, newest first, and the selection: the newest when ``follow`` (a new run
+    takes over as it starts), else kept while it exists."""
     ordered = sorted(runs, key=lambda m: m.started, reverse=True)
     options = [{"label": f"{m.run_id} ({m.status})", "value": m.run_id} for m in ordered]
     ids = {m.run_id for m in ordered}
-    return options, current if current in ids else (ordered[0].run_id if ordered else None)
+    newest = ordered[0].run_id if ordered else None
+    return options, newest if follow or current not in ids else current
 
 
 def trial_options(
-    trials: list[TrialRecord], selected: list[int] | None
+    trials: list[TrialRecord], selected: list[int] | None, follow: bool = False
 ) -> tuple[list[dict[str, Any]], list[int]]:
-    """Trials to choose from and the selection: kept if still valid, else the best few."""
+    """Trials to choose from and the selection: the best few when ``follow`` (a better trial
+    that lands takes a place), else kept if still valid, else the best few."""
     options = [{"label": trial_label(t), "value": t.trial_id} for t in trials]
     ids = {t.trial_id for t in trials}
     kept = [t for t in (selected or []) if t in ids]
-    if kept:
+    if kept and not follow:
         return options, kept
     ranked = sorted(
         (t for t in trials if t.history),
@@ -111,10 +125,12 @@ def trials_frame(trials: list[TrialRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["trial_id", "status", "objective"])
 
 
-def curves_figure(trials: list[TrialRecord], chosen: list[int] | None, metric: str) -> go.Figure:
+def curves_figure(
+    trials: list[TrialRecord], chosen: list[int] | None, metric: str, log_y: bool = False
+) -> go.Figure:
     by_id = {t.trial_id: t for t in trials}
     histories = {trial_label(by_id[i]): by_id[i].history for i in chosen or [] if i in by_id}
-    return figures.training_curves(histories, metric)
+    return figures.training_curves(histories, metric, log_y=log_y)
 
 
 def search_figures(
@@ -144,10 +160,13 @@ def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
         Output("training-run", "options"),
         Output("training-run", "value"),
         Input("store-version", "data"),
+        Input("training-options", "value"),
         State("training-run", "value"),
     )
-    def update_runs(_: int, current: str | None) -> tuple[list[dict[str, str]], Any]:
-        options, value = run_options(ctx.reader.runs(), current)
+    def update_runs(
+        _: int, switches: list[str] | None, current: str | None
+    ) -> tuple[list[dict[str, str]], Any]:
+        options, value = run_options(ctx.reader.runs(), current, "follow" in (switches or []))
         return options, changed(value, current)
 
     @app.callback(
@@ -156,11 +175,16 @@ def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
         Input("store-version", "data"),
         Input("training-run", "value"),
         State("training-trials", "value"),
+        State("training-options", "value"),
     )
-    def update_trials(_: int, run_id: str | None, selected: list[int] | None) -> tuple[list[Any], Any]:
+    def update_trials(
+        _: int, run_id: str | None, selected: list[int] | None, switches: list[str] | None
+    ) -> tuple[list[Any], Any]:
         new_run = dash.ctx.triggered_id == "training-run"
         options, value = trial_options(
-            ctx.reader.trials(run_id) if run_id else [], None if new_run else selected
+            ctx.reader.trials(run_id) if run_id else [],
+            None if new_run else selected,
+            "follow" in (switches or []),
         )
         return options, value if new_run else changed(value, selected)
 
@@ -168,10 +192,15 @@ def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
         Output("training-curves", "figure"),
         Input("training-trials", "value"),
         Input("training-metric", "value"),
+        Input("training-options", "value"),
+        Input("store-version", "data"),
         State("training-run", "value"),
     )
-    def update_curves(chosen: list[int] | None, metric: str, run_id: str | None) -> go.Figure:
-        return curves_figure(ctx.reader.trials(run_id) if run_id else [], chosen, metric)
+    def update_curves(
+        chosen: list[int] | None, metric: str, switches: list[str] | None, _: int, run_id: str | None
+    ) -> go.Figure:
+        trials = ctx.reader.trials(run_id) if run_id else []
+        return curves_figure(trials, chosen, metric, "log" in (switches or []))
 
     @app.callback(
         Output("training-progress", "figure"),
