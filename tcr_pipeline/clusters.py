@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import shlex
+import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +53,9 @@ _CLUSTER_ONLY_KWARGS = frozenset(
         "scheduler_cls",
     }
 )
+# Seconds a search waits for its first Dask worker before it stops (a job that dies at start-up
+# would otherwise leave it waiting forever). Long enough for a queue that is busy but moving.
+DEFAULT_WORKER_START_TIMEOUT = 900.0
 # What SLURMCluster.job_script() puts in before the scheduler has started.
 _SCHEDULER_PLACEHOLDER = "tcp://<insert-scheduler-address-here>:8786"
 
@@ -94,6 +98,9 @@ class ClusterProfile(BaseModel):
     # the workers run on the submitting host (a local cluster, a single-node SLURM), so they reach
     # a Prefect API on the loopback interface; on a real cluster they do not
     same_host: bool = False
+    # seconds the search waits for its first Dask worker before it stops and shows the newest
+    # worker job's log (a bad `python` or prologue kills every job at start-up); null: forever
+    worker_start_timeout: float | None = Field(DEFAULT_WORKER_START_TIMEOUT, gt=0)
     source: Path | None = None  # the YAML file it was read from
 
     @model_validator(mode="after")
@@ -311,3 +318,66 @@ def render_job_script(
         return str(script).replace(stand_in, str(log_directory))
     except (TypeError, ValueError) as exc:
         raise InputError(f"profile {profile.name!r}: {exc}") from None
+
+
+def _scontrol_job(job_id: str) -> dict[str, str]:
+    """``scontrol show job -o`` as a mapping (empty when SLURM no longer knows the job)."""
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if shown.returncode != 0:
+        return {}
+    return dict(field.split("=", 1) for field in shown.stdout.split() if "=" in field)
+
+
+def _log_tail(path: Path, lines: int = 3, width: int = 400) -> str | None:
+    """The last ``lines`` non-empty lines of ``path`` joined by `` | ``, or None when it has none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(tail)[-width:] if tail else None
+
+
+def worker_job_log(
+    job_id: str, log_directory: str | None = None
+) -> tuple[str | None, Path | None, str | None]:
+    """State, log file and log tail of SLURM job ``job_id`` (each None when unknown).
+
+    The log is where the job wrote its stderr, then its stdout: the paths ``scontrol`` reports
+    while SLURM remembers the job, else dask-jobqueue's ``LOG_DIRECTORY/NAME-JOBID.err``/``.out``
+    (``#SBATCH -e``/``-o``), else SLURM's default ``slurm-JOBID.out`` in the submitting directory.
+    """
+    info = _scontrol_job(job_id)
+    candidates = [Path(info[key]) for key in ("StdErr", "StdOut") if info.get(key)]
+    if log_directory:
+        for suffix in (".err", ".out"):
+            candidates += sorted(Path(log_directory).glob(f"*-{job_id}{suffix}"))
+    candidates.append(Path(f"slurm-{job_id}.out"))
+    for path in candidates:
+        tail = _log_tail(path)
+        if tail:
+            return info.get("JobState"), path, tail
+    return info.get("JobState"), None, None
+
+
+def worker_start_failure(
+    profile_name: str, timeout: float, job_id: str | None, log_directory: str | None
+) -> str:
+    """One line: no worker connected within ``timeout`` s, with the newest worker job's log tail."""
+    head = f"search stopped: no Dask worker connected within {timeout:g} s (cluster profile {profile_name!r})"
+    hint = (
+        "check the profile's python and job_script_prologue, or raise worker_start_timeout "
+        "if the queue is only slow"
+    )
+    if job_id is None:
+        return f"{head}; no worker job was submitted; {hint}"
+    state, path, tail = worker_job_log(job_id, log_directory)
+    job = f"worker job {job_id}" + (f" is {state}" if state else "")
+    if tail is None:
+        return f"{head}; {job}, no log of it found; {hint}"
+    return f"{head}; {job}, {path} ends: {tail}; {hint}"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tcr_pipeline.clusters import (
+    DEFAULT_WORKER_START_TIMEOUT,
     SHIPPED_DIR,
     ClusterProfile,
     cap_parallelism,
@@ -20,6 +21,7 @@ from tcr_pipeline.clusters import (
     load_profile,
     render_job_script,
     task_runner_kwargs,
+    worker_start_failure,
 )
 from tcr_pipeline.errors import InputError
 
@@ -403,3 +405,38 @@ def test_a_search_whose_slurm_workers_cannot_reach_the_api_is_refused_first(
     assert line.startswith("error: cluster profile 'slurm-gpu' runs workers on other nodes")
     assert "slurm/README.md" in line
     assert not (tmp_path / "store").exists()
+
+
+# Worker start-up --------------------------------------------------------------------------------
+
+
+def test_worker_start_timeout_defaults_and_is_validated(tmp_path: Path) -> None:
+    assert load_profile("slurm-local").worker_start_timeout == DEFAULT_WORKER_START_TIMEOUT == 900
+    path = tmp_path / "impatient.yaml"
+    path.write_text("kind: local\nworker_start_timeout: 45\n")
+    assert load_profile(str(path)).worker_start_timeout == 45
+    path.write_text("kind: local\nworker_start_timeout: null\n")  # wait forever
+    assert load_profile(str(path)).worker_start_timeout is None
+    path.write_text("kind: local\nworker_start_timeout: 0\n")
+    with pytest.raises(InputError, match="worker_start_timeout"):
+        load_profile(str(path))
+
+
+def test_worker_start_failure_names_the_job_and_its_log(tmp_path: Path) -> None:
+    """A job SLURM no longer knows: its log is found in dask-jobqueue's log directory by job id."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "tcr-worker-run1-987654321.out").write_text("")
+    (logs / "tcr-worker-run1-987654321.err").write_text(
+        "\nslurm_script: line 13: /nonexistent/python: No such file or directory\n\n"
+    )
+    line = worker_start_failure("lab", 45.0, "987654321", str(logs))
+    assert line == (
+        "search stopped: no Dask worker connected within 45 s (cluster profile 'lab'); worker job "
+        f"987654321, {logs}/tcr-worker-run1-987654321.err ends: slurm_script: line 13: "
+        "/nonexistent/python: No such file or directory; check the profile's python and "
+        "job_script_prologue, or raise worker_start_timeout if the queue is only slow"
+    )
+    assert "\n" not in line
+    assert "no log of it found" in worker_start_failure("lab", 45.0, "987654322", str(logs))
+    assert "no worker job was submitted" in worker_start_failure("lab", 45.0, None, None)
