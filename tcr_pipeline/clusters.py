@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,6 +99,10 @@ class ClusterProfile(BaseModel):
     # the workers run on the submitting host (a local cluster, a single-node SLURM), so they reach
     # a Prefect API on the loopback interface; on a real cluster they do not
     same_host: bool = False
+    # the job script activates the venv the submitting process runs in (first line of the
+    # prologue), and `python` is the one on its PATH: for jobs that see the same filesystem path
+    # and start without the login environment (`--export=NONE`)
+    activate_venv: bool = False
     # seconds the search waits for its first Dask worker before it stops and shows the newest
     # worker job's log (a bad `python` or prologue kills every job at start-up); null: forever
     worker_start_timeout: float | None = Field(DEFAULT_WORKER_START_TIMEOUT, gt=0)
@@ -247,6 +252,18 @@ def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> 
         raise InputError(f"{path}: {where + ': ' if where else ''}{first['msg']}") from None
 
 
+def venv_activation() -> str:
+    """The shell line that activates the environment this process runs in, on a host that sees it.
+
+    ``source <venv>/bin/activate`` in a venv; otherwise the interpreter's directory put first on
+    ``PATH``.
+    """
+    activate = Path(sys.prefix) / "bin" / "activate"
+    if activate.is_file():
+        return f"source {shlex.quote(str(activate))}"
+    return f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"'
+
+
 def _job_environment(profile: ClusterProfile, environ: Mapping[str, str]) -> list[str]:
     """``export`` lines for the variables of ``profile.export_env`` that are set in ``environ``."""
     return [f"export {key}={shlex.quote(environ[key])}" for key in profile.export_env if environ.get(key)]
@@ -257,6 +274,8 @@ def task_runner_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments of ``prefect_dask.DaskTaskRunner`` for ``profile``.
 
+    With ``profile.activate_venv`` the job script's prologue starts by activating this process's
+    venv (:func:`venv_activation`) and the worker's ``python`` is the one on the ``PATH``.
     For a slurm profile, ``export`` lines for ``profile.export_env`` (``PREFECT_API_URL``,
     ``TCR_STORE``) are appended to ``job_script_prologue``, read from ``environ`` (default:
     ``os.environ``) now, in the process that will submit the jobs. With ``run_id`` each job
@@ -270,6 +289,12 @@ def task_runner_kwargs(
         cluster_kwargs["job_name"] = f"{cluster_kwargs.get('job_name') or 'dask-worker'}-{label}"
         directives = cluster_kwargs.get("job_extra_directives") or []
         cluster_kwargs["job_extra_directives"] = [*directives, f"--comment=tcr-pipeline-run:{label}"]
+    if profile.kind == "slurm" and profile.activate_venv:
+        cluster_kwargs["job_script_prologue"] = [
+            venv_activation(),
+            *(cluster_kwargs.get("job_script_prologue") or []),
+        ]
+        cluster_kwargs.setdefault("python", "python")  # the venv's, found on the PATH it set
     if profile.kind == "slurm":
         exports = _job_environment(profile, os.environ if environ is None else environ)
         if exports:

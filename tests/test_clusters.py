@@ -124,13 +124,17 @@ def test_slurm_local_job_script() -> None:
         "#SBATCH --mem=2G",
         "#SBATCH -t 00:30:00",
         "#SBATCH -o /tmp/tcr-dask-slurm/tcr-worker-%J.out",
+        # the job starts with the node's login environment, not the submitting shell's
+        "#SBATCH --export=NONE",
     ]:
         assert line in script.splitlines()
     assert "#SBATCH -A" not in script
     assert "--gres" not in script
     assert "export " not in script  # nothing to export from an empty environment
+    # so the script sets up Python itself: it activates the venv this process runs in
+    assert script.splitlines()[-2] == f"source {Path(sys.prefix) / 'bin' / 'activate'}"
     worker = script.splitlines()[-1]
-    assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker ")
+    assert worker.startswith("python -m distributed.cli.dask_worker ")
     assert "--nthreads 1 --memory-limit 2.00GiB" in worker
     assert worker.endswith("--interface lo")
     assert "--lifetime" not in worker
@@ -289,7 +293,7 @@ def test_task_runner_kwargs_read_the_environment_by_default(monkeypatch: pytest.
     monkeypatch.delenv("TCR_STORE", raising=False)
     profile = load_profile("slurm-local")
     prologue = task_runner_kwargs(profile)["cluster_kwargs"]["job_script_prologue"]
-    assert prologue == ["export PREFECT_API_URL=http://127.0.0.1:4200/api"]
+    assert prologue[1:] == ["export PREFECT_API_URL=http://127.0.0.1:4200/api"]  # after the venv
     assert "job_script_prologue" not in profile.cluster_kwargs  # the profile itself is unchanged
     assert "job_script_prologue" not in task_runner_kwargs(load_profile("local"))["cluster_kwargs"]
 
@@ -405,6 +409,21 @@ def test_a_search_whose_slurm_workers_cannot_reach_the_api_is_refused_first(
     assert line.startswith("error: cluster profile 'slurm-gpu' runs workers on other nodes")
     assert "slurm/README.md" in line
     assert not (tmp_path / "store").exists()
+
+
+def test_activate_venv_comes_first_and_keeps_a_python_the_profile_names(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(
+        "kind: slurm\nactivate_venv: true\n"
+        "cluster_kwargs: {cores: 1, memory: 1GiB, python: /opt/py/bin/python3,\n"
+        "                 job_script_prologue: [module load cuda]}\n"
+    )
+    lines = render_job_script(load_profile(str(path)), {"PREFECT_API_URL": "http://login01:4200/api"})
+    lines = lines.splitlines()
+    activate = f"source {Path(sys.prefix) / 'bin' / 'activate'}"
+    assert lines[-4:-1] == [activate, "module load cuda", "export PREFECT_API_URL=http://login01:4200/api"]
+    assert lines[-1].startswith("/opt/py/bin/python3 -m distributed.cli.dask_worker ")
+    assert not load_profile("slurm-gpu").activate_venv  # the templates name their venv themselves
 
 
 # Worker start-up --------------------------------------------------------------------------------
