@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from distributed import Worker, WorkerPlugin
 from prefect import get_run_logger
+from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
 from prefect_dask import DaskTaskRunner
 
@@ -18,7 +20,9 @@ from tcr_pipeline.clusters import (
     check_api_url,
     load_profile,
     task_runner_kwargs,
+    worker_start_failure,
 )
+from tcr_pipeline.errors import InfrastructureError
 
 
 def share_api_url() -> None:
@@ -118,3 +122,51 @@ def make_task_runner(
     elif kwargs.get("adapt_kwargs"):
         kwargs["adapt_kwargs"] = {**kwargs["adapt_kwargs"], "maximum": parallelism}
     return DaskTaskRunner(**kwargs)
+
+
+class WorkerStartWatch:
+    """Stops a search whose Dask cluster never gets a worker: the fail-fast canary.
+
+    A SLURM job that dies at start-up (a bad ``python`` path, a prologue that fails) never
+    connects, and the search would wait for it forever. :meth:`check`, called while the search
+    waits, raises :class:`InfrastructureError` once ``timeout`` seconds have passed without any
+    worker, naming the newest worker job and the tail of its log. After the first worker has
+    connected it never fires again: losing workers later is what the retries handle.
+    """
+
+    def __init__(self, profile_name: str, timeout: float) -> None:
+        self.profile_name = profile_name
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.connected = False
+
+    def check(self) -> None:
+        """Raise when no worker has connected before the deadline (the flow's Dask task runner)."""
+        if self.connected:
+            return
+        context = FlowRunContext.get()
+        runner = context.task_runner if context is not None else None
+        client = getattr(runner, "_client", None)
+        if client is None or client.nthreads():
+            self.connected = True  # not on a Dask cluster, or a worker is there
+            return
+        if time.monotonic() < self.deadline:
+            return
+        job_id, log_directory = _newest_job(getattr(runner, "_cluster", None))
+        message = worker_start_failure(self.profile_name, self.timeout, job_id, log_directory)
+        raise InfrastructureError(message)
+
+
+def _newest_job(cluster: Any) -> tuple[str | None, str | None]:
+    """Id and log directory of the newest job ``cluster`` submitted, as plain strings.
+
+    No reference to a job object may outlive this call: SpecCluster's close asserts that every
+    job it ever created and that is still alive has closed, and dask-jobqueue's ``Job.close``
+    never marks one so (a job object kept by an exception's traceback fails the close).
+    """
+    newest: tuple[int, str | None] | None = None
+    for job in list(getattr(cluster, "workers", {}).values()):
+        job_id = str(getattr(job, "job_id", None) or "")
+        if job_id.isdigit() and (newest is None or int(job_id) > newest[0]):
+            newest = (int(job_id), getattr(job, "log_directory", None))
+    return (None, None) if newest is None else (str(newest[0]), newest[1])

@@ -17,10 +17,11 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture, as_completed, wait
 
-from flows.runner import make_task_runner, plan_parallelism
+from flows.runner import WorkerStartWatch, make_task_runner, plan_parallelism
 from tcr_pipeline.baseline import evaluate_baseline
+from tcr_pipeline.clusters import load_profile
 from tcr_pipeline.config import EvaluateParams, Params, PrepareParams, SearchParams, TrainParams, load_params
 from tcr_pipeline.data import load_pairs
 from tcr_pipeline.errors import InfrastructureError, InputError
@@ -40,6 +41,7 @@ from tcr_pipeline.store import (
 INFRA_RETRIES = 2  # resubmissions of a trial whose worker died
 # infrastructure failures in a row, per trial in flight, after which the search stops
 INFRA_FAILURES_PER_SLOT = 3
+WORKER_POLL_S = 5.0  # how often the search looks for its first worker while it waits for one
 
 
 def _worker_device() -> str:
@@ -131,9 +133,16 @@ def search_trials(
     search: dict[str, Any],
     train: dict[str, Any],
     evaluate: dict[str, Any],
+    cluster: str | None = None,
+    worker_start_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Run trials until the run holds ``max_evals`` finished ones (resumed trials included)."""
+    """Run trials until the run holds ``max_evals`` finished ones (resumed trials included).
+
+    With ``worker_start_timeout`` the search stops (InfrastructureError) when no Dask worker of
+    profile ``cluster`` has connected within that many seconds.
+    """
     logger = get_run_logger()
+    watch = WorkerStartWatch(cluster or "?", worker_start_timeout) if worker_start_timeout else None
     store = Store(store_root)
     settings = SearchParams.model_validate(search)
     driver = SearchDriver(settings)
@@ -166,7 +175,7 @@ def search_trials(
             submit(*driver.suggest())
         if not pending:
             break
-        future = next(iter(as_completed(list(pending))))
+        future = _next_finished(list(pending), watch)
         trial_id, vals, hyperparams, tries = pending.pop(future)
         try:
             record = TrialRecord.model_validate(future.result())
@@ -197,6 +206,18 @@ def search_trials(
             best,
         )
     return {"finished": finished, "best_objective": best}
+
+
+def _next_finished(
+    futures: list[PrefectFuture[dict[str, Any]]], watch: WorkerStartWatch | None
+) -> PrefectFuture[dict[str, Any]]:
+    """The next future to finish; until the first worker connects, ``watch`` is checked meanwhile."""
+    while watch is not None and not watch.connected:
+        watch.check()
+        done = wait(futures, timeout=WORKER_POLL_S).done
+        if done:
+            return next(iter(done))
+    return next(iter(as_completed(futures)))
 
 
 def resolve_params(params_file: str | None, overrides: dict[str, Any]) -> Params:
@@ -292,6 +313,7 @@ def search_flow(
                 prepared.meta["params"],
                 params.evaluate.threshold,
             )
+        profile = load_profile(params.search.cluster, cluster_overrides)
         runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides, run_id)
         summary = search_trials.with_options(task_runner=runner)(  # type: ignore[arg-type]
             str(result_store.root),
@@ -300,6 +322,8 @@ def search_flow(
             params.search.model_dump(mode="json"),
             params.train.model_dump(mode="json"),
             params.evaluate.model_dump(mode="json"),
+            profile.name,
+            profile.worker_start_timeout,
         )
         outcome: dict[str, Any] = {"run_id": run_id, "store": str(result_store.root), **summary}
         if promote:

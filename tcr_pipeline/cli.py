@@ -378,10 +378,11 @@ def _interrupted_run(store: Store, run_id: str) -> Iterator[None]:
 
 
 class _InputErrorFilter(logging.Filter):
-    """Drop Prefect's log records of an InputError (with their traceback): main() prints it in one line."""
+    """Drop Prefect's log records of an InputError or InfrastructureError (with their traceback):
+    main() prints it in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], InputError))
+        return not (record.exc_info and isinstance(record.exc_info[1], (InputError, InfrastructureError)))
 
 
 def _quiet_input_errors() -> None:

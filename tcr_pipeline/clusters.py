@@ -17,6 +17,8 @@ import ipaddress
 import os
 import re
 import shlex
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +54,9 @@ _CLUSTER_ONLY_KWARGS = frozenset(
         "scheduler_cls",
     }
 )
+# Seconds a search waits for its first Dask worker before it stops (a job that dies at start-up
+# would otherwise leave it waiting forever). Long enough for a queue that is busy but moving.
+DEFAULT_WORKER_START_TIMEOUT = 900.0
 # What SLURMCluster.job_script() puts in before the scheduler has started.
 _SCHEDULER_PLACEHOLDER = "tcp://<insert-scheduler-address-here>:8786"
 
@@ -94,6 +99,13 @@ class ClusterProfile(BaseModel):
     # the workers run on the submitting host (a local cluster, a single-node SLURM), so they reach
     # a Prefect API on the loopback interface; on a real cluster they do not
     same_host: bool = False
+    # the job script activates the venv the submitting process runs in (first line of the
+    # prologue), and `python` is the one on its PATH: for jobs that see the same filesystem path
+    # and start without the login environment (`--export=NONE`)
+    activate_venv: bool = False
+    # seconds the search waits for its first Dask worker before it stops and shows the newest
+    # worker job's log (a bad `python` or prologue kills every job at start-up); null: forever
+    worker_start_timeout: float | None = Field(DEFAULT_WORKER_START_TIMEOUT, gt=0)
     source: Path | None = None  # the YAML file it was read from
 
     @model_validator(mode="after")
@@ -240,6 +252,18 @@ def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> 
         raise InputError(f"{path}: {where + ': ' if where else ''}{first['msg']}") from None
 
 
+def venv_activation() -> str:
+    """The shell line that activates the environment this process runs in, on a host that sees it.
+
+    ``source <venv>/bin/activate`` in a venv; otherwise the interpreter's directory put first on
+    ``PATH``.
+    """
+    activate = Path(sys.prefix) / "bin" / "activate"
+    if activate.is_file():
+        return f"source {shlex.quote(str(activate))}"
+    return f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"'
+
+
 def _job_environment(profile: ClusterProfile, environ: Mapping[str, str]) -> list[str]:
     """``export`` lines for the variables of ``profile.export_env`` that are set in ``environ``."""
     return [f"export {key}={shlex.quote(environ[key])}" for key in profile.export_env if environ.get(key)]
@@ -250,6 +274,8 @@ def task_runner_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments of ``prefect_dask.DaskTaskRunner`` for ``profile``.
 
+    With ``profile.activate_venv`` the job script's prologue starts by activating this process's
+    venv (:func:`venv_activation`) and the worker's ``python`` is the one on the ``PATH``.
     For a slurm profile, ``export`` lines for ``profile.export_env`` (``PREFECT_API_URL``,
     ``TCR_STORE``) are appended to ``job_script_prologue``, read from ``environ`` (default:
     ``os.environ``) now, in the process that will submit the jobs. With ``run_id`` each job
@@ -263,6 +289,12 @@ def task_runner_kwargs(
         cluster_kwargs["job_name"] = f"{cluster_kwargs.get('job_name') or 'dask-worker'}-{label}"
         directives = cluster_kwargs.get("job_extra_directives") or []
         cluster_kwargs["job_extra_directives"] = [*directives, f"--comment=tcr-pipeline-run:{label}"]
+    if profile.kind == "slurm" and profile.activate_venv:
+        cluster_kwargs["job_script_prologue"] = [
+            venv_activation(),
+            *(cluster_kwargs.get("job_script_prologue") or []),
+        ]
+        cluster_kwargs.setdefault("python", "python")  # the venv's, found on the PATH it set
     if profile.kind == "slurm":
         exports = _job_environment(profile, os.environ if environ is None else environ)
         if exports:
@@ -311,3 +343,66 @@ def render_job_script(
         return str(script).replace(stand_in, str(log_directory))
     except (TypeError, ValueError) as exc:
         raise InputError(f"profile {profile.name!r}: {exc}") from None
+
+
+def _scontrol_job(job_id: str) -> dict[str, str]:
+    """``scontrol show job -o`` as a mapping (empty when SLURM no longer knows the job)."""
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if shown.returncode != 0:
+        return {}
+    return dict(field.split("=", 1) for field in shown.stdout.split() if "=" in field)
+
+
+def _log_tail(path: Path, lines: int = 3, width: int = 400) -> str | None:
+    """The last ``lines`` non-empty lines of ``path`` joined by `` | ``, or None when it has none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(tail)[-width:] if tail else None
+
+
+def worker_job_log(
+    job_id: str, log_directory: str | None = None
+) -> tuple[str | None, Path | None, str | None]:
+    """State, log file and log tail of SLURM job ``job_id`` (each None when unknown).
+
+    The log is where the job wrote its stderr, then its stdout: the paths ``scontrol`` reports
+    while SLURM remembers the job, else dask-jobqueue's ``LOG_DIRECTORY/NAME-JOBID.err``/``.out``
+    (``#SBATCH -e``/``-o``), else SLURM's default ``slurm-JOBID.out`` in the submitting directory.
+    """
+    info = _scontrol_job(job_id)
+    candidates = [Path(info[key]) for key in ("StdErr", "StdOut") if info.get(key)]
+    if log_directory:
+        for suffix in (".err", ".out"):
+            candidates += sorted(Path(log_directory).glob(f"*-{job_id}{suffix}"))
+    candidates.append(Path(f"slurm-{job_id}.out"))
+    for path in candidates:
+        tail = _log_tail(path)
+        if tail:
+            return info.get("JobState"), path, tail
+    return info.get("JobState"), None, None
+
+
+def worker_start_failure(
+    profile_name: str, timeout: float, job_id: str | None, log_directory: str | None
+) -> str:
+    """One line: no worker connected within ``timeout`` s, with the newest worker job's log tail."""
+    head = f"search stopped: no Dask worker connected within {timeout:g} s (cluster profile {profile_name!r})"
+    hint = (
+        "check the profile's python and job_script_prologue, or raise worker_start_timeout "
+        "if the queue is only slow"
+    )
+    if job_id is None:
+        return f"{head}; no worker job was submitted; {hint}"
+    state, path, tail = worker_job_log(job_id, log_directory)
+    job = f"worker job {job_id}" + (f" is {state}" if state else "")
+    if tail is None:
+        return f"{head}; {job}, no log of it found; {hint}"
+    return f"{head}; {job}, {path} ends: {tail}; {hint}"

@@ -322,11 +322,24 @@ class Store:
     # registry -----------------------------------------------------------------------------
     @contextmanager
     def registry_lock(self) -> Iterator[None]:
-        """An exclusive lock for read-modify-write of the registry (fcntl, works on NFS v4)."""
+        """An exclusive lock for read-modify-write of the registry: ``flock(2)`` on ``.registry.lock``.
+
+        Across hosts only where the filesystem makes flock coherent between clients (NFSv4, NFSv3
+        with lockd, Lustre mounted with ``flock``, GPFS): docs/store.md. A filesystem that refuses
+        it (Lustre ``noflock``: ENOSYS) is an OSError naming the lock file, not a silent race.
+        """
         self._prepare()
         with open(self.root / ".registry.lock", "w") as handle:
             share_file_with_group(handle.name)  # others in the group open it for writing too
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"cannot lock it ({exc.strerror}): the store's filesystem must support flock "
+                    "across hosts (docs/store.md, 'Locking on shared filesystems')",
+                    handle.name,
+                ) from None
             try:
                 yield
             finally:

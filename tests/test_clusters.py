@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tcr_pipeline.clusters import (
+    DEFAULT_WORKER_START_TIMEOUT,
     SHIPPED_DIR,
     ClusterProfile,
     cap_parallelism,
@@ -20,14 +21,16 @@ from tcr_pipeline.clusters import (
     load_profile,
     render_job_script,
     task_runner_kwargs,
+    worker_start_failure,
 )
 from tcr_pipeline.errors import InputError
 
 if TYPE_CHECKING:
     from conftest import CliResult
 
-SHIPPED = ["local", "slurm-local", "slurm-cpu", "slurm-gpu"]
-SLURM_SHIPPED = ["slurm-local", "slurm-cpu", "slurm-gpu"]
+SHIPPED = ["local", "slurm-local", "slurm-cpu", "slurm-gpu", "slurm-gpu-apptainer"]
+SLURM_SHIPPED = ["slurm-local", "slurm-cpu", "slurm-gpu", "slurm-gpu-apptainer"]
+DEFINITION = SHIPPED_DIR.parents[1] / "slurm" / "tcr-pipeline.def"
 NO_ENV: dict[str, str] = {}  # renders without PREFECT_API_URL / TCR_STORE, whatever the shell has
 
 
@@ -122,13 +125,17 @@ def test_slurm_local_job_script() -> None:
         "#SBATCH --mem=2G",
         "#SBATCH -t 00:30:00",
         "#SBATCH -o /tmp/tcr-dask-slurm/tcr-worker-%J.out",
+        # the job starts with the node's login environment, not the submitting shell's
+        "#SBATCH --export=NONE",
     ]:
         assert line in script.splitlines()
     assert "#SBATCH -A" not in script
     assert "--gres" not in script
     assert "export " not in script  # nothing to export from an empty environment
+    # so the script sets up Python itself: it activates the venv this process runs in
+    assert script.splitlines()[-2] == f"source {Path(sys.prefix) / 'bin' / 'activate'}"
     worker = script.splitlines()[-1]
-    assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker ")
+    assert worker.startswith("python -m distributed.cli.dask_worker ")
     assert "--nthreads 1 --memory-limit 2.00GiB" in worker
     assert worker.endswith("--interface lo")
     assert "--lifetime" not in worker
@@ -202,7 +209,7 @@ def test_jobs_carry_the_run_id_in_their_name_and_comment(name: str) -> None:
     assert f"#SBATCH -J {base}-20261129-235700-0a1b2c" in lines
     assert "#SBATCH --comment=tcr-pipeline-run:20261129-235700-0a1b2c" in lines
     assert any(re.fullmatch(rf"#SBATCH -o \S*/{base}-20261129-235700-0a1b2c-%J\.out", line) for line in lines)
-    if name == "slurm-gpu":
+    if name.startswith("slurm-gpu"):
         assert "#SBATCH --gres=gpu:1" in lines  # the profile's own directives stay
     # a run id with characters a job name should not carry
     lines = render_job_script(load_profile(name), NO_ENV, run_id="lab search/1").splitlines()
@@ -238,7 +245,7 @@ LOOPBACK = ["http://127.0.0.1:4200/api", "http://localhost:4200/api", "http://[:
 REACHABLE = ["http://login01.cluster:4200/api", "http://10.1.2.3:4200/api", "https://prefect.lab.org/api"]
 
 
-@pytest.mark.parametrize("name", ["slurm-cpu", "slurm-gpu"])
+@pytest.mark.parametrize("name", ["slurm-cpu", "slurm-gpu", "slurm-gpu-apptainer"])
 def test_workers_on_other_nodes_refuse_a_loopback_api(name: str) -> None:
     profile = load_profile(name)
     for url in LOOPBACK:
@@ -261,7 +268,8 @@ def test_profiles_on_this_host_accept_a_loopback_api(name: str) -> None:
 
 
 def test_gres_only_in_the_gpu_profile() -> None:
-    assert [name for name in SLURM_SHIPPED if "#SBATCH --gres=gpu:1" in _script(name)] == ["slurm-gpu"]
+    with_gres = [name for name in SLURM_SHIPPED if "#SBATCH --gres=gpu:1" in _script(name)]
+    assert with_gres == ["slurm-gpu", "slurm-gpu-apptainer"]
 
 
 def test_rendering_creates_no_log_directory(tmp_path: Path) -> None:
@@ -287,7 +295,7 @@ def test_task_runner_kwargs_read_the_environment_by_default(monkeypatch: pytest.
     monkeypatch.delenv("TCR_STORE", raising=False)
     profile = load_profile("slurm-local")
     prologue = task_runner_kwargs(profile)["cluster_kwargs"]["job_script_prologue"]
-    assert prologue == ["export PREFECT_API_URL=http://127.0.0.1:4200/api"]
+    assert prologue[1:] == ["export PREFECT_API_URL=http://127.0.0.1:4200/api"]  # after the venv
     assert "job_script_prologue" not in profile.cluster_kwargs  # the profile itself is unchanged
     assert "job_script_prologue" not in task_runner_kwargs(load_profile("local"))["cluster_kwargs"]
 
@@ -403,3 +411,121 @@ def test_a_search_whose_slurm_workers_cannot_reach_the_api_is_refused_first(
     assert line.startswith("error: cluster profile 'slurm-gpu' runs workers on other nodes")
     assert "slurm/README.md" in line
     assert not (tmp_path / "store").exists()
+
+
+def test_slurm_gpu_apptainer_job_script_runs_the_worker_in_the_image() -> None:
+    lines = _script("slurm-gpu-apptainer", PREFECT_API_URL="http://login01:4200/api").splitlines()
+    for line in [
+        "#SBATCH -p gpu",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --export=NONE",  # the image brings its Python, not the submitting shell
+        "module load apptainer",
+        "export PREFECT_API_URL=http://login01:4200/api",  # passes into the container
+    ]:
+        assert line in lines
+    assert not [line for line in lines if "activate" in line]  # no venv on the node
+    worker = lines[-1]
+    assert worker.startswith(
+        "apptainer exec --nv --bind ${TMPDIR:-/tmp} --bind /path/to/shared/tcr-store "
+        "/path/to/tcr-pipeline-cuda.sif python -m distributed.cli.dask_worker "
+    )
+    assert "--cleanenv" not in worker  # it would drop PREFECT_API_URL and TCR_STORE
+    assert "--local-directory ${TMPDIR:-/tmp}" in worker  # bound into the container above
+    assert "--nthreads 1 " in worker
+    assert "--resources GPU=1" in worker
+    assert load_profile("slurm-gpu-apptainer").worker_start_timeout == 1800  # image pulls take time
+
+
+def _def_sections(text: str) -> dict[str, list[str]]:
+    """An Apptainer definition file: ``{"header": [...], "%post": [...], ...}``, lines stripped."""
+    sections: dict[str, list[str]] = {"header": []}
+    current = "header"
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("%"):
+            current = line.split()[0]
+            sections[current] = []
+        elif line and not line.startswith("#"):
+            sections[current].append(line)
+    return sections
+
+
+def test_the_apptainer_definition_installs_the_project_with_the_constraints() -> None:
+    sections = _def_sections(DEFINITION.read_text())
+    assert sections["header"] == ["Bootstrap: docker", "From: python:3.11-slim-bookworm"]
+    assert set(sections) >= {"%arguments", "%files", "%post", "%environment", "%runscript", "%test", "%help"}
+    # CPU torch by default; the CUDA variant is a --build-arg away
+    assert "TORCH_INDEX=https://download.pytorch.org/whl/cpu" in sections["%arguments"]
+    assert "TORCH_VERSION=2.13.0+cpu" in sections["%arguments"]
+    constraints = (SHIPPED_DIR.parents[1] / "requirements" / "constraints.txt").read_text().splitlines()
+    assert "torch==2.13.0+cpu" in constraints  # the version the default build installs
+    # everything `pip install .[flows]` needs is copied in, from the repository root
+    copied = [line.split()[0] for line in sections["%files"]]
+    assert copied == ["pyproject.toml", "README.md", "requirements/constraints.txt", "tcr_pipeline", "flows",
+                      "dashboard"]  # fmt: skip
+    for path in copied:
+        assert (SHIPPED_DIR.parents[1] / path).exists(), path
+    post = sections["%post"]
+    assert post[0] == "set -eu"
+    assert '/opt/venv/bin/pip install --index-url "{{ TORCH_INDEX }}" "torch=={{ TORCH_VERSION }}"' in post
+    install = next(line for line in post if '"/opt/tcr-pipeline[flows]"' in line)
+    assert install.startswith("/opt/venv/bin/pip install -c ")  # pinned as in CI
+    assert "/opt/venv/bin/pip check" in post
+    assert "export PATH=/opt/venv/bin:$PATH" in sections["%environment"]  # `python` is the image's
+    assert sections["%runscript"] == ['exec tcr-pipeline "$@"']
+    assert any(
+        "import tcr_pipeline.clusters, flows.search, distributed" in line for line in sections["%test"]
+    )
+    # the build command in the comments names the file as it is in the repository
+    assert "apptainer build tcr-pipeline.sif slurm/tcr-pipeline.def" in DEFINITION.read_text()
+
+
+def test_activate_venv_comes_first_and_keeps_a_python_the_profile_names(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(
+        "kind: slurm\nactivate_venv: true\n"
+        "cluster_kwargs: {cores: 1, memory: 1GiB, python: /opt/py/bin/python3,\n"
+        "                 job_script_prologue: [module load cuda]}\n"
+    )
+    lines = render_job_script(load_profile(str(path)), {"PREFECT_API_URL": "http://login01:4200/api"})
+    lines = lines.splitlines()
+    activate = f"source {Path(sys.prefix) / 'bin' / 'activate'}"
+    assert lines[-4:-1] == [activate, "module load cuda", "export PREFECT_API_URL=http://login01:4200/api"]
+    assert lines[-1].startswith("/opt/py/bin/python3 -m distributed.cli.dask_worker ")
+    assert not load_profile("slurm-gpu").activate_venv  # the templates name their venv themselves
+
+
+# Worker start-up --------------------------------------------------------------------------------
+
+
+def test_worker_start_timeout_defaults_and_is_validated(tmp_path: Path) -> None:
+    assert load_profile("slurm-local").worker_start_timeout == DEFAULT_WORKER_START_TIMEOUT == 900
+    path = tmp_path / "impatient.yaml"
+    path.write_text("kind: local\nworker_start_timeout: 45\n")
+    assert load_profile(str(path)).worker_start_timeout == 45
+    path.write_text("kind: local\nworker_start_timeout: null\n")  # wait forever
+    assert load_profile(str(path)).worker_start_timeout is None
+    path.write_text("kind: local\nworker_start_timeout: 0\n")
+    with pytest.raises(InputError, match="worker_start_timeout"):
+        load_profile(str(path))
+
+
+def test_worker_start_failure_names_the_job_and_its_log(tmp_path: Path) -> None:
+    """A job SLURM no longer knows: its log is found in dask-jobqueue's log directory by job id."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "tcr-worker-run1-987654321.out").write_text("")
+    (logs / "tcr-worker-run1-987654321.err").write_text(
+        "\nslurm_script: line 13: /nonexistent/python: No such file or directory\n\n"
+    )
+    line = worker_start_failure("lab", 45.0, "987654321", str(logs))
+    assert line == (
+        "search stopped: no Dask worker connected within 45 s (cluster profile 'lab'); worker job "
+        f"987654321, {logs}/tcr-worker-run1-987654321.err ends: slurm_script: line 13: "
+        "/nonexistent/python: No such file or directory; check the profile's python and "
+        "job_script_prologue, or raise worker_start_timeout if the queue is only slow"
+    )
+    assert "\n" not in line
+    assert "no log of it found" in worker_start_failure("lab", 45.0, "987654322", str(logs))
+    assert "no worker job was submitted" in worker_start_failure("lab", 45.0, None, None)
