@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 EXTRAS ?= dev,dvc,flows,dashboard
 DEMO ?= results/demo
 DEMO_EVALS ?= 8
+# the demo repeats one run; a plain `tcr-pipeline pipeline` draws a new seed per run
+DEMO_SEED ?= 42
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo dashboard single baseline deploy worker test lint format repro bench constraints clean paper
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt | $(BIN)/python
 
 ## demo: the whole pipeline flow (prepare -> search -> promote) on a local Dask cluster, no GPU
 demo: $(STAMP)
-	tcr-pipeline pipeline --prepared $(DEMO)/prepared --store $(DEMO)/store --max-evals $(DEMO_EVALS)
+	tcr-pipeline pipeline --prepared $(DEMO)/prepared --store $(DEMO)/store --max-evals $(DEMO_EVALS) --seed $(DEMO_SEED)
 	tcr-pipeline best --store $(DEMO)/store
 	@echo "results: $(DEMO)/store (runs/<run>/trials/*/*/trial.json, models, registry.json); docs/store.md"
 

@@ -21,6 +21,7 @@ def pipeline_flow(
     prepared_dir: str = "data/prepared",
     params_file: str | None = "params.yaml",
     objective: str | None = None,
+    seed: int | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Prepare the data, search hyperparameters on the cluster, promote the best model."""
@@ -34,6 +35,7 @@ def pipeline_flow(
         prepared_dir=prepared_dir,
         params_file=params_file,
         objective=objective,
+        seed=seed,
         promote=True,
         force=force,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,13 @@ def search_flow(
     run_id = run_id or new_run_id()
     prepared = load_prepared(prepared_dir)
     manifest = result_store.load_manifest(run_id)
+    # a new run draws its seed unless one is given; a resumed run keeps the seed it started with
+    run_seed = manifest.seed if manifest is not None else params.search.seed
+    if run_seed is None:
+        run_seed = secrets.randbelow(2**31)
+    if manifest is not None and params.search.seed not in (None, run_seed):
+        logger.warning("run %s keeps its seed %d (asked for %d)", run_id, run_seed, params.search.seed)
+    params = params.model_copy(update={"search": params.search.model_copy(update={"seed": run_seed})})
     if manifest is None:
         commit, dirty = git_state()
         manifest = RunManifest(

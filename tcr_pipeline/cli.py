@@ -247,6 +247,10 @@ ObjectiveOption = Annotated[
     typer.Option(help="paper, mean_epitope_auc, roc_auc, average_precision (default: evaluate.objective)."),
 ]
 ForceOption = Annotated[bool, typer.Option(help="Promote even if not better than the current model.")]
+SeedOption = Annotated[
+    int | None,
+    typer.Option(help="The run's seed, to repeat a run (default: a new one per run, kept in its manifest)."),
+]
 
 
 @contextmanager
@@ -468,6 +472,7 @@ def search(
     params_file: ParamsOption = None,
     objective: ObjectiveOption = None,
     promote: Annotated[bool, typer.Option("--promote/--no-promote", help="Register and promote.")] = True,
+    seed: SeedOption = None,
     force: ForceOption = False,
 ) -> None:
     """Hyperparameter search (hyperopt TPE) as a Prefect flow on a Dask cluster; resumable by --run-id."""
@@ -493,6 +498,7 @@ def search(
             prepared_dir=str(prepared_dir),
             params_file=_params_path(params_file),
             objective=objective,
+            seed=seed,
             promote=promote,
             force=force,
         )
@@ -512,6 +518,7 @@ def pipeline(
     ),
     params_file: ParamsOption = None,
     objective: ObjectiveOption = None,
+    seed: SeedOption = None,
     force: ForceOption = False,
 ) -> None:
     """The whole `tcr-pipeline` flow: prepare → search → promote."""
@@ -545,6 +552,7 @@ def pipeline(
             prepared_dir=str(prepared_dir),
             params_file=_params_path(params_file),
             objective=objective,
+            seed=seed,
             force=force,
         )
     out.print_json(json.dumps(outcome, default=str))

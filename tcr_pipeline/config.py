@@ -146,7 +146,7 @@ class SearchParams(_Section):
 
     max_evals: int = Field(8, ge=1)
     parallelism: int = Field(2, ge=1)
-    seed: int = 42
+    seed: int | None = None  # None: each new run draws one (recorded in its manifest)
     n_startup: int = Field(5, ge=1)
     top_k: int = Field(3, ge=1)
     cluster: str = "local"

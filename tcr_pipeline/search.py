@@ -11,6 +11,8 @@ The orchestration (parallel workers, retries) lives in ``flows/``; this module i
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import time
 import traceback
@@ -115,6 +117,7 @@ class SearchDriver:
         self.domain = Domain(lambda _: 0.0, self.space)
         self.trials = Trials()
         self.algo = functools.partial(tpe.suggest, n_startup_jobs=params.n_startup, verbose=False)
+        self.seed = params.seed if params.seed is not None else 0  # a run's seed is set by its flow
 
     @property
     def next_trial_id(self) -> int:
@@ -143,7 +146,7 @@ class SearchDriver:
     def suggest(self) -> tuple[int, dict[str, list[Any]], dict[str, Any]]:
         """The next trial: its id, hyperopt's raw values and the hyperparameters."""
         trial_id = self.next_trial_id
-        docs = self.algo([trial_id], self.domain, self.trials, self.params.seed + trial_id)
+        docs = self.algo([trial_id], self.domain, self.trials, self.seed + trial_id)
         vals = {k: [_plain(x) for x in v] for k, v in docs[0]["misc"]["vals"].items()}
         self._insert(trial_id, vals, None)
         return trial_id, vals, self.hyperparams(vals)
@@ -231,9 +234,26 @@ def run_trial(
     return record
 
 
+def model_fingerprint(params: dict[str, Any], settings: dict[str, Any], data_sha256: str) -> str:
+    """What makes a trained model: its hyperparameters, the run's train and prepare settings (seeds
+    included) and the data. Two trials with the same fingerprint train the same model."""
+    payload = {
+        "hyperparameters": params,
+        "train": settings.get("train"),
+        "prepare": settings.get("prepare"),
+        "data": data_sha256,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def register_top(store: Store, run_id: str, top_k: int, objective_name: str) -> list[RegistryEntry]:
-    """Register the ``top_k`` successful trials of a run by objective (the paper passes three)."""
+    """Register the ``top_k`` successful trials of a run by objective (the paper passes three).
+
+    A trial that would train the same model as one already registered (same fingerprint: a rerun
+    with the same seed and settings) is not registered twice; the registered one stands for it.
+    """
     manifest = store.load_manifest(run_id)
+    settings = manifest.params if manifest else {}
     ok = [t for t in store.list_trials(run_id) if t.status == "ok" and t.objective is not None]
     top = sorted(ok, key=lambda t: (-(t.objective or -math.inf), t.trial_id))[:top_k]
     entries = [
@@ -251,15 +271,26 @@ def register_top(store: Store, run_id: str, top_k: int, objective_name: str) -> 
             dvc_md5=manifest.dvc_md5 if manifest else None,
             git_commit=manifest.git_commit if manifest else None,
             trained=t.finished,
+            fingerprint=model_fingerprint(t.params, settings, t.data_sha256),
         )
         for t in top
     ]
     with store.registry_lock():
         registry = store.load_registry()
-        known = {m.model_id for m in registry.models}
-        registry.models.extend(e for e in entries if e.model_id not in known)
+        by_id = {m.model_id: m for m in registry.models}
+        by_fingerprint = {m.fingerprint: m for m in registry.models if m.fingerprint}
+        registered = []
+        for entry in entries:
+            fingerprint = entry.fingerprint or entry.model_id
+            known = by_id.get(entry.model_id) or by_fingerprint.get(fingerprint)
+            if known is None:
+                registry.models.append(entry)
+                by_fingerprint[fingerprint] = entry
+                known = entry
+            if known not in registered:
+                registered.append(known)
         store.save_registry(registry)
-    return entries
+    return registered
 
 
 def _scores_on(model_dir: Path, rows: pd.DataFrame) -> np.ndarray:

@@ -150,6 +150,7 @@ class RegistryEntry(_Record):
     git_commit: str | None = None
     trained: datetime | None = None
     registered: datetime = Field(default_factory=now)
+    fingerprint: str | None = None  # hyperparameters + train/prepare settings + data: one per model
 
 
 class Promotion(_Record):

@@ -200,3 +200,35 @@ def test_workers_that_cannot_reach_the_api_stop_the_search_non_zero(prefect_api:
     assert manifest.error.startswith("InfrastructureError: search stopped")
     assert not [t for t in store.list_trials("run-unreachable") if t.done]  # nothing counted
     print(f"unreachable API: stopped after {seconds:.1f} s: {last}")
+
+
+def test_new_runs_draw_new_seeds_and_a_repeated_run_is_registered_once(
+    prefect_api: str, workdir: Path
+) -> None:
+    """No seed: each new run draws one (in its manifest). The same seed repeats the run's trials,
+    and the registry does not list the repeated models twice."""
+    from flows.search import search_flow
+
+    store = Store(workdir / "store-seeds")
+    common = {"store": str(store.root), "prepared_dir": str(workdir / "prepared"), "max_evals": 2}
+    params_file = str(workdir / "params.yaml")
+    search_flow(run_id="drawn-1", params_file=params_file, promote=False, baseline=False, **common)
+    search_flow(run_id="drawn-2", params_file=params_file, promote=False, baseline=False, **common)
+    seeds = [store.load_manifest(r).seed for r in ("drawn-1", "drawn-2")]  # type: ignore[union-attr]
+    assert seeds[0] != seeds[1]
+
+    first = search_flow(run_id="seeded-1", params_file=params_file, seed=7, baseline=False, **common)
+    second = search_flow(run_id="seeded-2", params_file=params_file, seed=7, baseline=False, **common)
+    assert store.load_manifest("seeded-2").seed == 7  # type: ignore[union-attr]
+    trials = [{t.trial_id: t.params for t in store.list_trials(r)} for r in ("seeded-1", "seeded-2")]
+    assert trials[0] == trials[1]  # the same seed: the same trials
+    registry = store.load_registry()
+    fingerprints = [m.fingerprint for m in registry.models]
+    assert len(fingerprints) == len(set(fingerprints))  # never the same model twice
+    assert not any(m.run_id == "seeded-2" for m in registry.models)
+    assert second["registered"] == first["registered"]
+    assert second["promoted"] is None
+
+    resumed = search_flow(run_id="seeded-1", params_file=params_file, seed=99, baseline=False, **common)
+    assert resumed["finished"] == 2
+    assert store.load_manifest("seeded-1").seed == 7  # type: ignore[union-attr]  # a resume keeps its seed
