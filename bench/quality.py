@@ -177,13 +177,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-evals", type=int, default=None, help="trials per search (default: params)")
     parser.add_argument("--seed", type=int, default=0, help="outer-fold seed (default: %(default)s)")
     parser.add_argument(
+        "--search-seed", type=int, default=42, help="each search's TPE seed (default: %(default)s)"
+    )
+    parser.add_argument(
         "--resamples", type=int, default=1000, help="bootstrap resamples (default: %(default)s)"
     )
     parser.add_argument("--jobs", type=int, default=1, help="outer folds at once (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="2 folds, 2 trials of 2 epochs: a smoke test")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"), help="result JSON")
     args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {"search.max_evals": args.max_evals, "train.device": "cpu"}
+    overrides: dict[str, Any] = {
+        "search.max_evals": args.max_evals,
+        "search.seed": args.search_seed,
+        "train.device": "cpu",
+    }
     if args.quick:
         args.folds = 2
         overrides |= {"search.max_evals": 2, "search.n_startup": 2, "train.epochs": 2}
