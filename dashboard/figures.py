@@ -146,9 +146,10 @@ def training_curves(
 
     ``histories`` maps a trial's label to its per-epoch records (``TrialRecord.history``). Each
     trial's best epoch is starred: lowest validation loss on the left, best ``metric`` on the
-    right (training keeps the last epoch's weights, so the star shows what stopping early would
-    have had). ``log_y`` puts the loss axis on a log scale (the metric panel stays linear:
-    its values lie between 0 and 1, or 16 for the paper objective).
+    right (training keeps the weights of the epoch that was best by the run's objective, which
+    is the star on the right when the metric is that objective). ``log_y`` puts the loss axis on
+    a log scale (the metric panel stays linear: its values lie between 0 and 1, or 16 for the
+    paper objective).
     """
     if not histories or not any(histories.values()):
         return empty_figure("no per-epoch history yet for the selected trials")
