@@ -65,11 +65,12 @@ from dashboard.app import create_app
 from dashboard.client import DashClient
 from dashboard.data import Dashboard
 from dashboard.pages import PAGES as DASHBOARD_PAGES
-from tcr_pipeline.bundle import ModelCard, load_bundle, predict_file, save_bundle
+from tcr_pipeline.bundle import load_bundle, predict_file
 from tcr_pipeline.config import EvaluateParams, PrepareParams, TrainParams
 from tcr_pipeline.files import write_json_atomic
 from tcr_pipeline.prepare import prepare_dataset
 from tcr_pipeline.querylog import QUERY_LOG_ENV, log_prediction
+from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.store import (
     Promotion,
     Registry,
@@ -80,7 +81,6 @@ from tcr_pipeline.store import (
     model_id_of,
     now,
 )
-from tcr_pipeline.training import describe_device, evaluate_model, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RAW = ROOT / "data" / "raw" / "viral_pairs.csv"
@@ -173,20 +173,8 @@ def build_store(root: Path, raw: Path, trials: int, epochs: int, new: int) -> di
     prepared = prepare_dataset(raw, PrepareParams(), prepared_dir)
     train = TrainParams(epochs=1, device="cpu")
     evaluate = EvaluateParams()
-    result = train_model(prepared, train, evaluate)
-    metrics = {split: evaluate_model(result.model, prepared, split, evaluate) for split in ("val", "test")}
-    card = ModelCard(
-        input_dim=int(prepared.features.shape[1]),
-        model=train.model,
-        train_params=train.model_dump(mode="json"),
-        evaluate=evaluate,
-        prepare_params=prepared.meta["params"],
-        data_sha256=prepared.data_sha256,
-        device=describe_device(result.device),
-        history=result.history,
-        metrics=metrics,
-        input_spec=prepared.encoder.input_spec(),
-    )
+    fitted = fit_and_save(prepared, train, evaluate, root / "model")
+    metrics = fitted.metrics
     store.write_manifest(
         RunManifest(
             run_id=RUN_ID,
@@ -215,7 +203,7 @@ def build_store(root: Path, raw: Path, trials: int, epochs: int, new: int) -> di
     top = sorted(records, key=lambda r: -(r.objective or 0))[:3]
     entries = []
     for record in top:
-        save_bundle(store.model_dir(record), result.model, prepared.encoder, card)
+        shutil.copytree(root / "model", store.model_dir(record))
         entries.append(
             RegistryEntry(
                 model_id=model_id_of(RUN_ID, record.trial_id),

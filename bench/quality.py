@@ -43,7 +43,7 @@ from tcr_pipeline.config import Params, load_params
 from tcr_pipeline.data import load_pairs, tcr_keys
 from tcr_pipeline.files import sha256_file, write_json_atomic
 from tcr_pipeline.metrics import compute_metrics, epitope_aucs
-from tcr_pipeline.prepare import encode_pairs
+from tcr_pipeline.prepare import encode_pairs, write_prepared
 from tcr_pipeline.search import SearchDriver, register_top, run_trial
 from tcr_pipeline.splits import _sizes
 from tcr_pipeline.store import RunManifest, Store
@@ -284,7 +284,8 @@ def run_outer_fold(
     prepared = encode_pairs(frame, params.prepare, digest)
     prepared = dataclasses.replace(prepared, split=torch.from_numpy(split))
     prepared_dir = tmp / f"prepared-{k}"
-    _write_prepared(prepared, prepared_dir, raw)
+    prepared.meta["raw"] = str(raw)
+    write_prepared(prepared, prepared_dir)
     print(f"outer fold {k + 1}/{n_folds}: {int(test.sum())} test rows", flush=True)
     store = Store(tmp / f"store-{k}")
     found = run_search(prepared_dir, params, store, f"outer-{k}")
@@ -302,24 +303,6 @@ def run_outer_fold(
         **{name: compute_metrics(labels, s, epitopes)["mean_epitope_auc"] for name, s in scores.items()},
     }
     return row, test, scores
-
-
-def _write_prepared(prepared: Any, directory: Path, raw: Path) -> None:
-    from tcr_pipeline.prepare import ENCODER_FILE, META_FILE, TENSORS_FILE, class_counts
-
-    directory.mkdir(parents=True)
-    prepared.meta["raw"] = str(raw)
-    prepared.meta["class_counts"] = class_counts(prepared.labels.numpy(), prepared.split.numpy())
-    tensors = {
-        "features": prepared.features,
-        "labels": prepared.labels,
-        "split": prepared.split,
-        "epitope": prepared.epitope,
-        "groups": prepared.groups,
-    }
-    torch.save(tensors, directory / TENSORS_FILE)
-    prepared.encoder.save(directory / ENCODER_FILE)
-    write_json_atomic(directory / META_FILE, prepared.meta)
 
 
 def _score(model_dir: Path, rows: pd.DataFrame) -> np.ndarray:

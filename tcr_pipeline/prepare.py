@@ -99,7 +99,15 @@ def prepare_dataset(raw: Path | str, params: PrepareParams, out_dir: Path | str)
     frame = load_pairs(raw, require_label=True, require_clone_id=params.use_clone_id)
     prepared = encode_pairs(frame, params, sha256_file(raw))
     prepared.meta["raw"] = str(raw)
+    return write_prepared(prepared, out_dir)
+
+
+def write_prepared(prepared: Prepared, out_dir: Path | str) -> Prepared:
+    """Write tensors, encoder and metadata (each atomically; the metadata's class counts are
+    recomputed from the split, so a Prepared with a re-drawn split is written consistently)."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    prepared.meta["class_counts"] = class_counts(prepared.labels.numpy(), prepared.split.numpy())
     tensors = {
         "features": prepared.features,
         "labels": prepared.labels,
