@@ -758,7 +758,7 @@ def test_the_trials_page_draws_parallel_coordinates_and_importance(copied_store:
     ctx = dashboard(copied_store)
     parallel, importance = trials.run_figures(ctx, copied_store.run_id)
     labels = list(parallel.layout.xaxis.ticktext)
-    assert labels[-1] == "paper"  # the run's objective, last
+    assert labels[-1] == "mean_epitope_auc"  # the run's objective, last
     assert set(labels[:-1]) == {"model.kind", "lr", "epochs"}
     lines = [t for t in parallel.data if t.mode == "lines+markers"]
     assert sum(np.isnan(t.x).sum() for t in lines) == 4  # one line per successful trial
@@ -799,7 +799,7 @@ def test_the_best_model_is_shown_beside_its_baseline_and_the_promotion_interval(
     text = text_of(best)
     assert "k-mer baseline" in text
     assert "always negative" in text
-    assert "the k-mer baseline on test paper_objective" in text  # the verdict, on the objective
+    assert "the k-mer baseline on test mean_epitope_auc" in text  # the verdict, on the objective
     assert "interval" not in text.replace("interval (new − old)", "")  # none recorded: none shown
     store = copied_store.store
     registry = store.load_registry()
@@ -879,7 +879,7 @@ def test_the_models_page_counts_positives_from_the_prepared_data(copied_store: S
         models.model_details(entry, None, model_files(ctx.store, entry), baseline, positives, "", interval)
     )
     assert "Δ mean_epitope_auc = +0.0300 (interval -0.0100 to +0.0700" in with_interval
-    assert "the k-mer baseline on test paper_objective" in with_interval
+    assert "the k-mer baseline on test mean_epitope_auc" in with_interval
 
 
 def test_the_query_log_shows_each_input_field_as_a_column(copied_store: SearchStore) -> None:

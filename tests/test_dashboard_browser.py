@@ -236,7 +236,7 @@ def test_every_page_a_prediction_and_the_query_log(
         current = copied_store.store.load_registry().current
         assert current is not None
         chrome.wait_for_contains_text("#overview-best-card", current)
-        chrome.wait_for_contains_text("#overview-reference", "the k-mer baseline on test paper_objective")
+        chrome.wait_for_contains_text("#overview-reference", "the k-mer baseline on test mean_epitope_auc")
         chrome.wait_for_contains_text("#overview-reference", "always negative")
         screenshot(chrome, "overview")
 
