@@ -325,7 +325,7 @@ def test_every_page_a_prediction_and_the_query_log(
         chrome.wait_for_contains_text("#monitoring-alerts-table", "V_beta unseen rate")
         chrome.wait_for_contains_text("#monitoring-alerts-table", UNSEEN_V_BETA)
         chrome.wait_for_contains_text("#monitoring-alerts-table", "CDR3_beta length KS")
-        assert len(chrome.find_elements("#monitoring-alerts-table tbody tr.alert")) == 3
+        assert len(chrome.find_elements("#monitoring-alerts-table tbody tr.alert")) == 4
         chrome.wait_for_element("#monitoring-health .main-svg")
         chrome.wait_for_contains_text("#monitoring-health-facts", f"{STREAM_ROWS}")
         chrome.wait_for_contains_text("#monitoring-health-facts", f"{REQUESTS}")
@@ -396,6 +396,12 @@ def test_the_trials_grid_sorts_filters_exports_and_compares(
         # pin: the chosen column moves to the pinned area on the left
         chrome.select_dcc_dropdown("#trials-pin", value="param:lr")
         chrome.wait_for_element("#trials-grid .ag-pinned-left-header [col-id='param:lr']")
+        chrome.driver.switch_to.active_element.send_keys(Keys.ESCAPE)  # close the multi-select list
+        wait_until(
+            lambda: not [e for e in chrome.driver.find_elements("css selector", ".dash-dropdown-option")
+                         if e.is_displayed()],
+            message="the pin list closed",
+        )  # fmt: skip
 
         # select two trials: their curves, test metrics and the run's baseline side by side
         for trial_id in (0, 3):
