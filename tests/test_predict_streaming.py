@@ -194,6 +194,7 @@ def test_sigint_to_a_real_process_leaves_the_target(
         while not _temporaries(tmp_path) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         assert _temporaries(tmp_path), "the temporary output never appeared"
+        assert process.poll() is None, "predict finished before it could be interrupted"
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -202,8 +203,8 @@ def test_sigint_to_a_real_process_leaves_the_target(
             process.wait()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert output.read_text() == "the previous output\n"
-    assert _temporaries(tmp_path) == []
+    assert output.read_text() == "the previous output\n", stderr
+    assert _temporaries(tmp_path) == [], stderr
 
 
 def test_chunk_rows_must_be_a_number(
