@@ -150,12 +150,13 @@ def predict_frame(bundle: Bundle, frame: pd.DataFrame, source: str = "input") ->
         raise InputError(str(problems[0]))
     # the same per-row checks as `validate` (amino acids, gene names, empty values), Label excepted:
     # an encoder's alphabet alone would accept e.g. digits in a CDR3 (they occur in gene names)
-    records: list[dict[str, str]] = frame.astype(str).to_dict("records")  # type: ignore[assignment]
+    # the row dicts built from column lists: DataFrame.to_dict("records") took ~20 % of the time
+    skipped = {"Label"} if bundle.encoder.use_clone_id else {"Label", "clone_id"}
+    names = [str(c) for c in frame.columns if c not in skipped]
+    columns = [frame[c].astype(str).tolist() for c in names]
     errors: list[str | None] = []
-    for line, values in zip(frame.index, records, strict=True):
-        values.pop("Label", None)
-        if not bundle.encoder.use_clone_id:
-            values.pop("clone_id", None)
+    for line, row in zip(frame.index, zip(*columns, strict=True), strict=True):
+        values = dict(zip(names, row, strict=True))
         problems = check_values(values, source, int(line), False, bundle.encoder.use_clone_id)
         errors.append(f"{problems[0].column}: {problems[0].message}" if problems else None)
     frame = frame.reset_index(drop=True)
