@@ -119,7 +119,7 @@ def sha256(path: Path) -> str:
 
 
 def measure(
-    rows: int, chunk_rows: int, repeats: int, raw: Path, bundle: Path, workdir: Path
+    rows: int, chunk_rows: int, repeats: int, raw: Path, bundle: Path, workdir: Path, threads: int | None
 ) -> dict[str, Any]:
     """Both paths on ``rows`` rows, alternating, ``repeats`` times each."""
     source = workdir / f"pairs_{rows}.csv"
@@ -150,6 +150,8 @@ def measure(
         ],
     }
     env = {**os.environ, "TCR_PREDICT_CHUNK_ROWS": str(chunk_rows)}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
     for repeat in range(repeats):
         for name, command in commands.items():
@@ -224,6 +226,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--chunk-rows", type=int, default=50_000, help="streaming chunk (default 50000)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each path per size (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="OMP_NUM_THREADS of both processes (default: torch's)"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the small bundle (default 2)")
     parser.add_argument("--bundle", type=Path, default=None, help="use this bundle instead of training one")
     parser.add_argument("--raw", type=Path, default=DEFAULT_RAW, help="CSV to resample and train on")
@@ -256,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         if bundle is None:
             bundle = workdir / "model"
             train_bundle(args.raw, bundle, args.epochs)
-        sizes = [measure(n, args.chunk_rows, args.repeats, args.raw, bundle, workdir) for n in args.rows]
+        sizes = [
+            measure(n, args.chunk_rows, args.repeats, args.raw, bundle, workdir, args.threads)
+            for n in args.rows
+        ]
     largest = max(sizes, key=lambda s: s["rows"])
     targets = {
         "outputs_identical": all(s["outputs_identical"] for s in sizes),
