@@ -531,8 +531,9 @@ def cli_throughput(raw: Path, bundle: Path, rows: int, repeats: int, workdir: Pa
     assert startup.returncode == 0
     bundle_obj = load_bundle(bundle)
     started = time.perf_counter()
-    result = predict_file(bundle_obj, source, workdir / "scored_in_process.csv")
+    predict_file(bundle_obj, source, workdir / "scored_in_process.csv")
     in_process = time.perf_counter() - started
+    result = pd.read_csv(workdir / "scored_in_process.csv", dtype=str, keep_default_na=False)
     log_root = workdir / "log-store"
     started = time.perf_counter()
     log_prediction(log_root, "bench/0000", result, source="cli", latency_ms=in_process * 1000)

@@ -26,6 +26,7 @@ from tcr_pipeline.bundle import (
     ENCODER_FILE,
     VALIDATION_FILE,
     WEIGHTS_FILE,
+    chunk_rows_from_env,
     load_bundle,
     load_card,
     predict_file,
@@ -714,7 +715,11 @@ def predict(
         ),
     ] = False,
 ) -> None:
-    """Score pairs: every input column plus score, prediction and error (empty when the row was valid)."""
+    """Score pairs: every input column plus score, prediction and error (empty when the row was valid).
+
+    The input is read, scored and written $TCR_PREDICT_CHUNK_ROWS rows (default 50,000) at a time
+    into a temporary file that replaces the output only when every row is done."""
+    chunk_rows = chunk_rows_from_env()
     check_output_target(output, inputs=(input_csv,))
     result_store = Store.from_env(store)
     if log:
@@ -730,19 +735,25 @@ def predict(
         model = model_id_for(result_store.root, model)
     bundle = load_bundle(result_store.resolve_model(model))
     started = time.perf_counter()
-    result = predict_file(bundle, input_csv, output)
+    summary = predict_file(bundle, input_csv, output, chunk_rows)
     latency_ms = (time.perf_counter() - started) * 1000
-    invalid = int((result["error"] != "").sum())
-    warned = int((result["warning"] != "").sum()) if "warning" in result.columns else 0
-    note = f" ({warned} with a warning: something the model never saw in training)" if warned else ""
-    out.print(f"scored {len(result) - invalid} of {len(result)} rows{note} → {output}", markup=False)
-    if invalid:
-        console.print(f"{invalid} invalid row(s): see the error column", markup=False)
+    note = (
+        f" ({summary.warned} with a warning: something the model never saw in training)"
+        if summary.warned
+        else ""
+    )
+    out.print(
+        f"scored {summary.rows - summary.invalid} of {summary.rows} rows{note} → {output}", markup=False
+    )
+    if summary.invalid:
+        console.print(f"{summary.invalid} invalid row(s): see the error column", markup=False)
     if log:
-        from tcr_pipeline.querylog import log_prediction
+        from tcr_pipeline.querylog import log_prediction_file
 
-        request = log_prediction(result_store.root, model, result, "cli", latency_ms)
-        out.print(f"logged {len(result)} rows (request {request}) → {log_path}", markup=False)
+        # logged from the finished output, a chunk at a time, in one transaction: a predict that
+        # fails or is interrupted logs nothing, and a million rows need no more memory than a chunk
+        request, logged = log_prediction_file(result_store.root, model, output, "cli", latency_ms)
+        out.print(f"logged {logged} rows (request {request}) → {log_path}", markup=False)
 
 
 @app.command()

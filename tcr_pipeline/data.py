@@ -6,15 +6,21 @@ line 2), so ``file:row:column: message`` points an editor at the right place.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from tcr_pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    import _csv
 
 SEQUENCE_COLUMNS = ("CDR3_alpha", "CDR3_beta", "Epitope")
 GENE_COLUMNS = ("V_alpha", "V_beta", "J_alpha", "J_beta")
@@ -34,6 +40,7 @@ COLUMNS = (
 TCR_COLUMNS = ("CDR3_alpha", "CDR3_beta", *GENE_COLUMNS)
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 MAX_SEQUENCE_LENGTH = 50
+DEFAULT_CHUNK_ROWS = 50_000
 
 _AA_RE = re.compile(f"^[{AMINO_ACIDS}]+$")
 _GENE_PREFIX = {"V_alpha": "TRAV", "V_beta": "TRBV", "J_alpha": "TRAJ", "J_beta": "TRBJ"}
@@ -73,12 +80,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
     which the value checks then report.
     """
     path = Path(path)
-    if not path.exists():
-        raise _TableError(Problem(str(path), 0, "-", "no such file"))
-    if path.is_dir():
-        raise _TableError(Problem(str(path), 0, "-", "is a directory, expected a CSV file"))
-    if path.stat().st_size == 0:
-        raise _TableError(Problem(str(path), 1, "-", "file is empty"))
+    _check_file(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             text = handle.read()
@@ -97,9 +99,81 @@ def read_table(path: Path | str) -> pd.DataFrame:
     return frame
 
 
+def read_table_chunks(path: Path | str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Generator[pd.DataFrame]:
+    """:func:`read_table` as frames of at most ``chunk_rows`` rows, each parsed when it is asked for.
+
+    Memory stays that of one frame whatever the file's size. The index, padding, blank rows and
+    refusals are :func:`read_table`'s, but a fault in the file's body (a row with more fields
+    than the header, a broken quote, text that is not UTF-8) is raised only when the reader
+    reaches it, after the frames before it: whoever consumes the frames must make nothing
+    final (rename an output into place, commit a log) before the last one.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    path = Path(path)
+    _check_file(path)
+    name = str(path)
+    with open(path, "rb") as raw:
+        start = raw.read(1 << 16)
+    try:  # read_table's checks and their order, on the file's start (the rest: when it is reached)
+        codecs.getincrementaldecoder("utf-8")().decode(start, final=False)
+    except UnicodeDecodeError:
+        raise _TableError(Problem(name, 1, "-", "not a CSV file (not UTF-8 text)")) from None
+    if b"\x00" in start:
+        raise _TableError(Problem(name, 1, "-", "not a CSV file (binary content)"))
+    yielded = False
+    with open(path, newline="", encoding="utf-8") as handle:
+        try:
+            reader = csv.reader(handle)
+            header = _read_header(reader, name)
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            for line, record in _read_records(reader, header, name):
+                if any(record):  # a row of empty fields is dropped, as a blank line is
+                    rows.append(record)
+                    lines.append(line)
+                if len(rows) == chunk_rows:
+                    yield _frame(header, rows, lines)
+                    yielded = True
+                    rows, lines = [], []
+        except UnicodeDecodeError:
+            raise _TableError(Problem(name, 1, "-", "not a CSV file (not UTF-8 text)")) from None
+    if rows:
+        yield _frame(header, rows, lines)
+    elif not yielded:
+        raise _TableError(Problem(name, 2, "-", "no data rows"))
+
+
+def _frame(header: list[str], rows: list[list[str]], lines: list[int]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=header, dtype=str)
+    frame.index = pd.Index(lines, dtype="int64")
+    return frame
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a path that is missing, a directory or empty."""
+    if not path.exists():
+        raise _TableError(Problem(str(path), 0, "-", "no such file"))
+    if path.is_dir():
+        raise _TableError(Problem(str(path), 0, "-", "is a directory, expected a CSV file"))
+    if path.stat().st_size == 0:
+        raise _TableError(Problem(str(path), 1, "-", "file is empty"))
+
+
 def _parse_csv(text: str, path: str) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, rows padded to the header's width, and the line each row starts on."""
     reader = csv.reader(io.StringIO(text))
+    header = _read_header(reader, path)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    for line, record in _read_records(reader, header, path):
+        rows.append(record)
+        lines.append(line)
+    return header, rows, lines
+
+
+def _read_header(reader: _csv.Reader, path: str) -> list[str]:
+    """The header (names stripped), after any leading blank lines; a name given twice is refused."""
     try:
         header: list[str] = []
         while not header:  # leading blank lines
@@ -121,9 +195,12 @@ def _parse_csv(text: str, path: str) -> tuple[list[str], list[list[str]], list[i
                 )
             )
         seen[name] = position
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    start = header_line + 1
+    return header
+
+
+def _read_records(reader: _csv.Reader, header: list[str], path: str) -> Iterator[tuple[int, list[str]]]:
+    """Each non-empty record, padded to the header's width, with the line it starts on."""
+    start = reader.line_num + 1
     try:
         for record in reader:
             if len(record) > len(header):
@@ -132,12 +209,10 @@ def _parse_csv(text: str, path: str) -> tuple[list[str], list[list[str]], list[i
                 )
                 raise _TableError(Problem(path, start, "-", message))
             if record:
-                rows.append(record + [""] * (len(header) - len(record)))
-                lines.append(start)
+                yield start, record + [""] * (len(header) - len(record))
             start = reader.line_num + 1
     except csv.Error as exc:
         raise _TableError(Problem(path, start, "-", f"not a well-formed CSV ({exc})")) from None
-    return header, rows, lines
 
 
 def check_columns(frame: pd.DataFrame, path: str, require_label: bool) -> list[Problem]:

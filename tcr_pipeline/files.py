@@ -116,12 +116,12 @@ def write_atomic(path: Path | str, write: Callable[[Path], None]) -> Path:
     make_dirs(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
-    try:
-        mode = 0o666 & ~current_umask()
-        os.fchmod(fd, mode | GROUP_FILE_BITS if _shared(path.parent) else mode)
-    finally:
-        os.close(fd)
-    try:
+    try:  # one handler from the file's creation on: a Ctrl-C while setting its mode removes it too
+        try:
+            mode = 0o666 & ~current_umask()
+            os.fchmod(fd, mode | GROUP_FILE_BITS if _shared(path.parent) else mode)
+        finally:
+            os.close(fd)
         write(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,7 +113,7 @@ class QueryLog:
 
     def log(
         self,
-        queries: Sequence[NewQuery],
+        queries: Iterable[NewQuery],
         model_id: str,
         source: Source,
         latency_ms: float | None = None,
@@ -122,7 +122,7 @@ class QueryLog:
         """Append one request's rows in a single transaction; returns the request id."""
         request = uuid.uuid4().hex[:12]
         stamp = (time or datetime.now(UTC)).isoformat(timespec="milliseconds")
-        rows = [
+        rows = (  # a generator: executemany draws the rows as it inserts them
             (
                 stamp,
                 source,
@@ -136,7 +136,7 @@ class QueryLog:
                 latency_ms,
             )
             for q in queries
-        ]
+        )
         with self._connect() as connection, connection:
             connection.executemany(
                 "INSERT INTO queries (time, source, request, row, model_id, valid, input, output, error, "
@@ -249,6 +249,35 @@ def log_prediction(
     return log.log(queries_from_result(result_frame), model_id, source, latency_ms)
 
 
+def log_prediction_file(
+    store_root: Path | str,
+    model_id: str,
+    scored_csv: Path | str,
+    source: Source = "cli",
+    latency_ms: float | None = None,
+    chunk_rows: int = 50_000,
+) -> tuple[str, int]:
+    """Log every row of a scored CSV written by ``predict_file``, as one request; returns the
+    request id and the number of rows.
+
+    The file is read a chunk at a time and its rows are inserted as they are read, in one
+    transaction (all of them or none), so logging a million rows needs the memory of one chunk.
+    Rows are numbered as :func:`log_prediction` numbers them: the first is row 2.
+    """
+    from tcr_pipeline.data import read_table_chunks
+
+    count = 0
+
+    def queries() -> Iterator[NewQuery]:
+        nonlocal count
+        for frame in read_table_chunks(scored_csv, chunk_rows):
+            yield from queries_from_result(frame, first_row=2 + count)
+            count += len(frame)
+
+    request = QueryLog(query_log_path(store_root)).log(queries(), model_id, source, latency_ms)
+    return request, count
+
+
 def read_queries(store_root: Path | str, offset: int = 0, limit: int = 50) -> list[Query]:
     """A page of a store's query log, newest first."""
     return QueryLog(query_log_path(store_root)).read(offset, limit)
@@ -265,6 +294,7 @@ __all__ = [
     "QueryLog",
     "count_queries",
     "log_prediction",
+    "log_prediction_file",
     "log_queries",
     "model_id_for",
     "queries_from_result",
