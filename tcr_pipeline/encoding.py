@@ -314,10 +314,12 @@ class AlignedEncoder(_EncoderBase):
             "encoding": "aligned",
             "frames": dict(self.frames),
             "vocab_sizes": {c: len(self.vocabularies[c]) for c in ALIGNED_CATEGORIES},
-            "trained": {
-                c: [name in set(self.trained[c]) for name in self.vocabularies[c]] for c in ALIGNED_CATEGORIES
-            },
+            "trained": {c: self._trained_flags(c) for c in ALIGNED_CATEGORIES},
         }
+
+    def _trained_flags(self, column: str) -> list[bool]:
+        trained = set(self.trained[column])
+        return [name in trained for name in self.vocabularies[column]]
 
     @staticmethod
     def normalised(column: str, values: pd.Series) -> tuple[list[str], list[bool]]:
