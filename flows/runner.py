@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -53,13 +55,26 @@ class QuietShutdown(WorkerPlugin):
     When a search is interrupted the cluster closes while trials are running; distributed then
     often logs "Failed to communicate with scheduler during heartbeat" with a traceback from a
     worker that is already shutting down (a race inside distributed, harmless). Only that record,
-    and only from a worker that is closing, is dropped.
+    and only from a worker that is closing, is dropped, with any other comm error carrying a
+    traceback from a closing worker. A local worker process ends quietly on SIGINT: the search
+    command receives Ctrl-C itself and shuts the cluster down.
     """
 
     name = "tcr-pipeline-quiet-shutdown"
 
     def setup(self, worker: Worker) -> None:
-        logging.getLogger("distributed.worker").addFilter(_ClosingHeartbeatFilter(worker))
+        for name in ("distributed.worker", "distributed.batched", "distributed.core", "distributed.comm"):
+            logging.getLogger(name).addFilter(_ClosingHeartbeatFilter(worker))
+        # Ctrl-C in a terminal reaches the whole process group, local workers included, and the
+        # nanny stops a worker with SIGINT too; asyncio's handler then prints a KeyboardInterrupt
+        # traceback of the worker's own (seen under load). The command that owns the cluster
+        # handles the interrupt; the worker just ends, at once and quietly (its trial reruns).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _exit_quietly)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    os._exit(128 + signum)
 
 
 class _ClosingHeartbeatFilter(logging.Filter):
@@ -71,7 +86,8 @@ class _ClosingHeartbeatFilter(logging.Filter):
         from distributed.core import Status
 
         closing = self.worker.status in (Status.closing, Status.closing_gracefully, Status.closed)
-        return not (closing and record.getMessage().startswith("Failed to communicate with scheduler"))
+        heartbeat = record.getMessage().startswith("Failed to communicate with scheduler")
+        return not (closing and (heartbeat or record.exc_info is not None))
 
 
 def check_cluster(cluster: str, overrides: dict[str, Any] | None = None) -> ClusterProfile:

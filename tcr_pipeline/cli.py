@@ -888,6 +888,9 @@ _interruption: dict[str, str] = {}  # the signal that stopped the command, and w
 
 def _interrupt(signum: int, frame: object) -> None:
     _interruption.setdefault("signal", signal.Signals(signum).name)
+    # the Dask cluster is torn down mid-trial now: its comm errors (with tracebacks) say nothing
+    # the one closing line does not
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
