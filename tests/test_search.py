@@ -128,7 +128,9 @@ def test_promotion_needs_a_win_beyond_the_noise(tmp_path: Path, aligned: Prepare
     entries = {}
     for run, scores in runs.items():
         store.write_manifest(RunManifest(run_id=run, max_evals=1, parallelism=1))
-        record = TrialRecord(run_id=run, trial_id=0, attempt="a", status="ok", objective=0.5)
+        record = TrialRecord(  # each run its own (made-up) hyperparameters: three different models
+            run_id=run, trial_id=0, attempt="a", status="ok", objective=0.5, params={"run": run}
+        )
         store.write_trial(record)
         _bundle(store.model_dir(record).parent, store.model_dir(record).name, aligned, scores, rows)
         entries[run] = register_top(store, run, 1, "mean_epitope_auc")
