@@ -920,6 +920,9 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lab's server
     _interruption.clear()
+    # Prefect drains its event queue at exit with "Still processing items" warnings, which would
+    # follow (and bury) the one line a failed command ends with
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
     try:
         with _stop_on_signals():
             app()
