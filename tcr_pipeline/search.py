@@ -293,9 +293,12 @@ def register_top(store: Store, run_id: str, top_k: int, objective_name: str) -> 
     return registered
 
 
-def _scores_on(model_dir: Path, rows: pd.DataFrame) -> np.ndarray:
-    """A model's scores on decoded rows (rows it cannot score count as 0)."""
-    result = predict_frame(load_bundle(model_dir), rows)
+def _scores_on(model_dir: Path, prepared: Prepared, rows: torch.Tensor) -> np.ndarray:
+    """A model's scores on prepared rows, decoded and re-encoded by the model's own encoder
+    (rows it cannot score count as 0)."""
+    frame = prepared.encoder.decode(prepared.features[rows].numpy())
+    frame["Epitope"] = prepared.epitopes_of(rows)
+    result = predict_frame(load_bundle(model_dir), frame)
     return pd.to_numeric(result["score"], errors="coerce").fillna(0.0).to_numpy()
 
 
@@ -323,9 +326,7 @@ def compare_to_current(
     mine = _validated_here(candidate_dir, prepared)
     if mine is None:
         rows = prepared.rows("val")
-        frame = prepared.encoder.decode(prepared.features[rows].numpy())
-        frame["Epitope"] = prepared.epitopes_of(rows)
-        scores_a = _scores_on(candidate_dir, frame)
+        scores_a = _scores_on(candidate_dir, prepared, rows)
     else:
         rows, scores_a = mine
     order = torch.argsort(rows)
@@ -335,9 +336,7 @@ def compare_to_current(
         scores_b = theirs[1][torch.argsort(theirs[0]).numpy()]
         where = f"the same {len(rows)} held-out validation rows"
     else:
-        frame = prepared.encoder.decode(prepared.features[rows].numpy())
-        frame["Epitope"] = prepared.epitopes_of(rows)
-        scores_b = _scores_on(current_dir, frame)
+        scores_b = _scores_on(current_dir, prepared, rows)
         where = f"{len(rows)} validation rows (the current model may have trained on some)"
     groups = prepared.groups[rows].numpy() if prepared.groups is not None else rows.numpy()
     interval = paired_bootstrap(
