@@ -770,7 +770,7 @@ def importance(names: Sequence[str], mean: Sequence[float], std: Sequence[float]
 
 
 # ---------------------------------------------------------------------------------------------
-# Monitoring (tables of tcr_pipeline.monitoring: drift_table, health_table)
+# Monitoring (tables of dashboard.tables: drift_table, health_table)
 # ---------------------------------------------------------------------------------------------
 
 RATIO = "ratio"  # drift_over_time's pseudo-statistic: every check's value ÷ its threshold
@@ -798,7 +798,7 @@ def drift_over_time(drift: pd.DataFrame, statistic: str, label: str | None = Non
     """One drift statistic across monitoring reports: a line per feature, the threshold dashed,
     crossings marked ×.
 
-    ``drift`` is :func:`tcr_pipeline.monitoring.drift_table`. With ``statistic`` = :data:`RATIO`
+    ``drift`` is :func:`dashboard.tables.drift_table`. With ``statistic`` = :data:`RATIO`
     every check is drawn as value ÷ threshold (one line per check, crossed above 1).
     """
     label = label or statistic
@@ -871,7 +871,7 @@ def service_health(health: pd.DataFrame, thresholds: Mapping[str, float]) -> go.
     """Queries per report, the invalid-row rate and the p95 request latency over time, with the
     thresholds (``invalid_rate``, ``latency_p95_ms``) dashed.
 
-    ``health`` is :func:`tcr_pipeline.monitoring.health_table`.
+    ``health`` is :func:`dashboard.tables.health_table`.
     """
     if health.empty:
         return empty_figure("no monitoring reports yet")

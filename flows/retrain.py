@@ -19,8 +19,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.pipeline import pipeline_flow
+from tcr_pipeline.dataversion import DataVersion, data_version, stamp_data_version
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.monitoring import DataVersion, data_version, stamp_data_version
 from tcr_pipeline.store import Store
 
 

@@ -103,8 +103,9 @@ def promote_task(
     logger = get_run_logger()
     store = Store(store_root)
     evaluate_params = EvaluateParams.model_validate(evaluate)
-    entries = register_top(store, run_id, top_k, evaluate_params.objective)
-    promotion = promote_best(store, entries, load_prepared(prepared_dir), evaluate_params, force=force)
+    prepared = load_prepared(prepared_dir)
+    entries = register_top(store, run_id, top_k, evaluate_params.objective, prepared)
+    promotion = promote_best(store, entries, prepared, evaluate_params, force=force)
     if promotion is None:
         logger.info("kept the current model %s", store.load_registry().current)
     else:

@@ -31,6 +31,7 @@ from tcr_pipeline.comparison import Interval, paired_bootstrap
 from tcr_pipeline.config import Dimension, EvaluateParams, SearchParams, TrainParams
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.metrics import objective_value
+from tcr_pipeline.monitoring.reference import save_reference
 from tcr_pipeline.prepare import Prepared, load_prepared
 from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.store import (
@@ -246,11 +247,15 @@ def model_fingerprint(params: dict[str, Any], settings: dict[str, Any], data_sha
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def register_top(store: Store, run_id: str, top_k: int, objective_name: str) -> list[RegistryEntry]:
+def register_top(
+    store: Store, run_id: str, top_k: int, objective_name: str, prepared: Prepared | None = None
+) -> list[RegistryEntry]:
     """Register the ``top_k`` successful trials of a run by objective (the paper passes three).
 
     A trial that would train the same model as one already registered (same fingerprint: a rerun
     with the same seed and settings) is not registered twice; the registered one stands for it.
+    With ``prepared`` (the run's prepared data), each model's reference profile for monitoring is
+    saved beside it before it is registered (:func:`tcr_pipeline.monitoring.save_reference`).
     """
     manifest = store.load_manifest(run_id)
     settings = manifest.params if manifest else {}
@@ -275,6 +280,9 @@ def register_top(store: Store, run_id: str, top_k: int, objective_name: str) -> 
         )
         for t in top
     ]
+    if prepared is not None:
+        for entry in entries:
+            save_reference(store, entry, prepared)
     with store.registry_lock():
         registry = store.load_registry()
         by_id = {m.model_id: m for m in registry.models}

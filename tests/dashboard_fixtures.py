@@ -128,7 +128,7 @@ def run_small_search(root: Path, prepared_dir: Path, trials: int = SEARCH_TRIALS
             assert record.status == "ok", record.error
             driver.finish(record)
             records.append(record)
-        entries = register_top(store, RUN_ID, 3, evaluate.objective)
+        entries = register_top(store, RUN_ID, 3, evaluate.objective, prepared)
         promote_best(store, entries, prepared, evaluate)
     finally:
         torch.set_num_threads(threads)

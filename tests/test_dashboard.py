@@ -47,20 +47,12 @@ from dashboard.data import (
 )
 from dashboard.pages import balance, models, monitoring, overview, predict, queries, training, trials
 from dashboard.prediction import Limits, TableError, parse_table
+from dashboard.tables import alert_table, drift_table, health_table
 from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import MonitorParams
 from tcr_pipeline.data import COLUMNS, load_pairs
 from tcr_pipeline.genes import normalise_gene
-from tcr_pipeline.monitoring import (
-    MonitoringReport,
-    alert_table,
-    data_versions,
-    drift_table,
-    health_table,
-    list_reports,
-    monitor_store,
-    write_report,
-)
+from tcr_pipeline.monitoring import MonitoringReport, data_versions, list_reports, monitor_store, write_report
 from tcr_pipeline.querylog import QUERY_LOG_ENV, log_prediction
 from tcr_pipeline.store import Promotion, Store, TrialRecord, new_attempt_id, now
 

@@ -19,30 +19,27 @@ import pandas as pd
 import pytest
 from test_alerts import Webhook, webhook  # noqa: F401  (a real HTTP server on 127.0.0.1)
 
+from dashboard.tables import alert_table, drift_table, health_table
 from tcr_pipeline.alerts import WEBHOOK_ENV
 from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import EvaluateParams, ModelParams, MonitorParams, PrepareParams, TrainParams
-from tcr_pipeline.data import TCR_COLUMNS, load_pairs, tcr_keys
+from tcr_pipeline.data import TCR_COLUMNS, load_pairs
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import sha256_file
 from tcr_pipeline.monitoring import (
     Check,
     DataVersion,
     MonitoringReport,
-    alert_table,
     build_report,
     carry_since,
-    chi_square_p,
     data_version,
     data_versions,
-    drift_table,
-    health_table,
     latest_report,
     list_reports,
     monitor_store,
-    psi,
     recent_queries,
     reference_profile,
+    save_reference,
     stamp_data_version,
     write_report,
 )
@@ -113,9 +110,9 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, shipped_csv: Path) -> Mo
         data_sha256=prepared.data_sha256,
         dvc_md5="0" * 32,
     )
+    # registered as register_top does: its reference profile is saved beside it first
+    save_reference(store, entry, prepared)
     store.save_registry(Registry(models=[entry], current=MODEL_ID))
-    # the reference profile is computed once here and cached in the store
-    monitor_store(store, MonitorParams())
     split = split_pairs(load_pairs(raw), prepare)
     strings = pd.read_csv(raw, dtype=str, keep_default_na=False)
     return Monitored(
@@ -128,7 +125,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, shipped_csv: Path) -> Mo
 
 @pytest.fixture
 def store(monitored: Monitored, tmp_path: Path) -> Store:
-    """A private copy of the monitored store (model, registry, cached reference; empty log)."""
+    """A private copy of the monitored store (model, its reference profile, registry; empty log)."""
     shutil.copytree(monitored.root / "store", tmp_path / "store")
     return Store(tmp_path / "store")
 
@@ -384,68 +381,6 @@ def test_labels_that_no_longer_match_the_model_are_concept_drift(
     assert report.status == "alert"
     assert drop.value == pytest.approx(drop.extra["test"] - drop.extra["labelled"])
     assert "on the new labels" in drop.message
-
-
-# ---------------------------------------------------------------------------------------------
-# The reference: raw CSV, else the prepared directory, else a clear error
-# ---------------------------------------------------------------------------------------------
-
-
-def test_the_reference_comes_from_the_prepared_dir_when_the_raw_file_changed(
-    monitored: Monitored, tmp_path: Path
-) -> None:
-    shutil.copytree(monitored.root / "store", tmp_path / "store", ignore=shutil.ignore_patterns("monitoring"))
-    store = Store(tmp_path / "store")
-    changed = tmp_path / "pairs.csv"
-    changed.write_bytes(monitored.raw.read_bytes()[:-200])  # another data version at the run's path
-    manifest = store.load_manifest("run-1")
-    assert manifest is not None
-    store.write_manifest(manifest.model_copy(update={"data_path": str(changed)}))
-    report = monitor_store(store, MonitorParams())
-    assert report.status == "insufficient_data"
-    cached = next((store.root / "monitoring" / "reference").rglob("*.json")).read_text()
-    assert f'"source": "prepared {monitored.root / "prepared"}"' in cached
-
-    # neither the raw file nor the prepared directory holds the model's data: a clear error
-    store.write_manifest(
-        manifest.model_copy(update={"data_path": str(changed), "prepared_dir": str(tmp_path)})
-    )
-    shutil.rmtree(store.root / "monitoring")
-    with pytest.raises(InputError, match=r"training data \(sha256 [0-9a-f]{12}\) is not available: tried"):
-        monitor_store(store, MonitorParams())
-    # …unless the right version is passed explicitly
-    assert monitor_store(store, MonitorParams(), reference_data=monitored.raw).status == "insufficient_data"
-
-
-def test_the_reference_is_the_training_split_of_the_models_data(store: Store, monitored: Monitored) -> None:
-    registry = store.load_registry()
-    entry = registry.current_entry
-    assert entry is not None
-    profile = reference_profile(store, entry, load_bundle(store.root / entry.path))
-    assert profile.train_rows == len(monitored.train)
-    assert profile.train_tcrs == tcr_keys(monitored.train).nunique()
-    assert profile.categories["Epitope"] == monitored.train["Epitope"].value_counts().to_dict()
-    assert len(profile.test_scores) == len(monitored.test)
-    assert profile.data_sha256 == sha256_file(monitored.raw)
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------------------------
-
-
-def test_psi_and_chi_square() -> None:
-    same = {"a": 50, "b": 30, "c": 20}
-    assert psi(same, same) == pytest.approx(0.0)
-    assert psi(same, {"a": 5, "b": 3, "c": 2}) == pytest.approx(0.0)  # counts or shares alike
-    # by hand: (0.2-0.5) ln(0.2/0.5) + (0.5-0.3) ln(0.5/0.3) + (0.3-0.2) ln(0.3/0.2)
-    expected = -0.3 * np.log(0.4) + 0.2 * np.log(5 / 3) + 0.1 * np.log(1.5)
-    assert psi(same, {"a": 20, "b": 50, "c": 30}) == pytest.approx(expected)
-    # a category on one side only: large but finite
-    assert 1 < psi({"a": 100}, {"a": 50, "new": 50}) < 10
-    assert chi_square_p(same, same) == pytest.approx(1.0)
-    assert chi_square_p({"a": 500, "b": 500}, {"a": 900, "b": 100}) < 1e-10
-    assert chi_square_p({"a": 10}, {"a": 3}) == 1.0  # one category: nothing to test
 
 
 # ---------------------------------------------------------------------------------------------

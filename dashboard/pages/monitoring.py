@@ -1,8 +1,8 @@
 """Monitoring: drift per feature over time, the alerts and why, service health, data versions.
 
 Everything comes from the reports ``tcr-pipeline monitor`` writes to ``STORE/monitoring/`` and
-the tables :mod:`tcr_pipeline.monitoring` builds from them (``drift_table``, ``alert_table``,
-``health_table``, ``data_versions``); see docs/monitoring.md.
+the tables :mod:`dashboard.tables` builds from them (``drift_table``, ``alert_table``,
+``health_table``), with :func:`tcr_pipeline.dataversion.data_versions`; see docs/monitoring.md.
 """
 
 from __future__ import annotations
@@ -18,14 +18,10 @@ from dash.development.base_component import Component
 from dashboard import figures
 from dashboard.components import badge, changed, graph, key_values, note, table
 from dashboard.data import Dashboard
+from dashboard.tables import alert_table, drift_table, health_table
+from tcr_pipeline.dataversion import data_versions
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.monitoring import (
-    MonitoringReport,
-    alert_table,
-    data_versions,
-    drift_table,
-    health_table,
-)
+from tcr_pipeline.monitoring import MonitoringReport
 
 PATH = "/monitoring"
 NAME = "Monitoring"
