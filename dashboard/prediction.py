@@ -17,7 +17,7 @@ import pandas as pd
 
 from tcr_pipeline.bundle import Bundle, predict_frame
 from tcr_pipeline.data import check_columns
-from tcr_pipeline.querylog import NewQuery
+from tcr_pipeline.store.querylog import NewQuery
 
 
 class TableError(ValueError):

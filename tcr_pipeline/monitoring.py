@@ -46,9 +46,9 @@ from tcr_pipeline.files import sha256_file, write_text_atomic
 from tcr_pipeline.metrics import compute_metrics
 from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.provenance import dvc_md5
-from tcr_pipeline.querylog import Query, QueryLog, query_log_path
 from tcr_pipeline.splits import split_pairs
 from tcr_pipeline.store import RegistryEntry, Store, now
+from tcr_pipeline.store.querylog import Query, QueryLog, query_log_path
 
 MONITORING_DIR = "monitoring"
 REFERENCE_DIR = "reference"
@@ -375,7 +375,7 @@ def _training_rows(
         frame = load_pairs(raw, require_clone_id=prepare.use_clone_id)
         split = split_pairs(frame, prepare)
         return frame[split == 0], frame[split == 2], f"raw {raw}"
-    prepared_dir = getattr(manifest, "prepared_dir", None) if manifest else None
+    prepared_dir = manifest.prepared_dir if manifest else None
     if prepared_dir:
         try:
             prepared = load_prepared(prepared_dir)

@@ -19,8 +19,8 @@ import torch
 
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import write_atomic
-from tcr_pipeline.querylog import NewQuery, QueryLog, query_log_path
 from tcr_pipeline.store import STORE_GROUP_ENV, Registry, RunManifest, Store, TrialRecord
+from tcr_pipeline.store.querylog import NewQuery, QueryLog, query_log_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"  # nobody cannot enter /root, where the venv's interpreter may live
@@ -76,7 +76,7 @@ def _nobody_reads(path: Path) -> bool:
 def _nobody_logs_a_query(path: Path) -> subprocess.CompletedProcess[str]:
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]); sys.dont_write_bytecode = True\n"
-        "from tcr_pipeline.querylog import NewQuery, QueryLog\n"
+        "from tcr_pipeline.store.querylog import NewQuery, QueryLog\n"
         "QueryLog(sys.argv[2]).log([NewQuery(row=2, valid=True, input={}, output={})], 'm', 'dashboard')\n"
     )
     return _as_nobody(SYSTEM_PYTHON, "-c", script, str(ROOT), str(path))

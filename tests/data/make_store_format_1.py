@@ -37,20 +37,31 @@ def main(out: Path) -> None:
         prepared_dir = small_prepared(base / "data", tcrs=40)
         search = run_small_search(base / "store", prepared_dir, trials=2)
         store = Store(search.root)
-        train = TrainParams(model=ModelParams(kind="small", small_widths=(32, 16)), batch_size=256, device="cpu")
+        train = TrainParams(
+            model=ModelParams(kind="small", small_widths=(32, 16)), batch_size=256, device="cpu"
+        )
         failed = run_trial(
-            store, search.run_id, 2, {"model.kind": [9]}, {"model.kind": "no-such-kind"}, prepared_dir, train,
+            store,
+            search.run_id,
+            2,
+            {"model.kind": [9]},
+            {"model.kind": "no-such-kind"},
+            prepared_dir,
+            train,
             EvaluateParams(),
         )
-        assert failed.status == "failed" and failed.model_extra and failed.model_extra.get("traceback")
-        store.write_trial(TrialRecord(run_id=search.run_id, trial_id=3, attempt=new_attempt_id(), params={"lr": 0.01}))
+        assert failed.status == "failed"
+        assert (failed.model_extra or {}).get("traceback")
+        running = TrialRecord(run_id=search.run_id, trial_id=3, attempt=new_attempt_id(), params={"lr": 0.01})
+        store.write_trial(running)
         finish_run(search)
         registry = store.load_registry()
         other = [e for e in registry.models if e.model_id != registry.current]
         promote_best(store, other, load_prepared(prepared_dir), EvaluateParams(), force=True, resamples=200)
         rows = pd.read_csv(prepared_dir.parent / "small.csv", dtype=str, keep_default_na=False).head(5)
         result = predict_frame(load_bundle(store.resolve_model("best")), rows.drop(columns=["Label"]))
-        log_prediction(store.root, store.load_registry().current or "best", result, source="cli", latency_ms=1.5)
+        model_id = store.load_registry().current or "best"
+        log_prediction(store.root, model_id, result, source="cli", latency_ms=1.5)
         for name in ("weights.pt", "validation.pt"):
             for path in store.root.glob(f"runs/*/trials/*/*/model/{name}"):
                 path.unlink()
