@@ -22,8 +22,7 @@ from dashboard.components import (
     table,
 )
 from dashboard.data import Dashboard, promotion_interval, reference
-from tcr_pipeline.bundle import ModelCard, build_card_model
-from tcr_pipeline.config import ModelParams
+from tcr_pipeline.bundle import ModelCard, ModelParams, build_card_model
 from tcr_pipeline.store import Registry, RegistryEntry, RunSummary, summarize_run
 
 PATH = "/"

@@ -12,17 +12,7 @@ from pathlib import Path
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import make_dirs, share_with_group, write_text_atomic
 from tcr_pipeline.store import layout
-from tcr_pipeline.store.layout import (
-    BASELINE_FILE,
-    LOCK_FILE,
-    MANIFEST_FILE,
-    MODEL_DIR,
-    REGISTRY_FILE,
-    RUN_ID_PATTERN,
-    STORE_ENV,
-    STORE_GROUP_ENV,
-    TRIAL_FILE,
-)
+from tcr_pipeline.store.layout import MANIFEST_FILE, REGISTRY_FILE, TRIAL_FILE
 from tcr_pipeline.store.records import (
     Registry,
     RunManifest,
@@ -58,7 +48,7 @@ class Store:
 
     def __init__(self, root: Path | str, group: str | None = None) -> None:
         self.root = Path(root)
-        self.group = group or os.environ.get(STORE_GROUP_ENV) or None
+        self.group = group or os.environ.get(layout.STORE_GROUP_ENV) or None
         self._prepared = False
 
     def _prepare(self) -> None:
@@ -73,7 +63,7 @@ class Store:
     @classmethod
     def from_env(cls, root: Path | str | None = None) -> Store:
         """``root`` if given, else ``$TCR_STORE``, else ``./store``."""
-        return cls(root or os.environ.get(STORE_ENV) or "store")
+        return cls(root or os.environ.get(layout.STORE_ENV) or "store")
 
     # runs ---------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -86,7 +76,7 @@ class Store:
         except (FileNotFoundError, NotADirectoryError):
             return []
         with entries:
-            return sorted(e.name for e in entries if e.is_dir() and RUN_ID_PATTERN.fullmatch(e.name))
+            return sorted(e.name for e in entries if e.is_dir() and layout.RUN_ID_PATTERN.fullmatch(e.name))
 
     def write_manifest(self, manifest: RunManifest) -> None:
         self._prepare()
@@ -103,11 +93,11 @@ class Store:
     def write_baseline(self, run_id: str, metrics: dict[str, dict[str, float]]) -> None:
         """Metrics of the k-mer baseline computed on the run's split (``baseline.json``)."""
         self._prepare()
-        write_text_atomic(self.run_dir(run_id) / BASELINE_FILE, json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(self.run_dir(run_id) / layout.BASELINE_FILE, json.dumps(metrics, indent=2) + "\n")
 
     def load_baseline(self, run_id: str) -> dict[str, dict[str, float]] | None:
         try:
-            return json.loads((self.run_dir(run_id) / BASELINE_FILE).read_text())
+            return json.loads((self.run_dir(run_id) / layout.BASELINE_FILE).read_text())
         except FileNotFoundError:
             return None
 
@@ -116,7 +106,7 @@ class Store:
         return layout.attempt_dir(self.root, run_id, trial_id, attempt)
 
     def model_dir(self, record: TrialRecord) -> Path:
-        return self.attempt_dir(record.run_id, record.trial_id, record.attempt) / MODEL_DIR
+        return self.attempt_dir(record.run_id, record.trial_id, record.attempt) / layout.MODEL_DIR
 
     def write_trial(self, record: TrialRecord) -> None:
         self._prepare()
@@ -163,7 +153,7 @@ class Store:
         flock coherent between clients (docs/store.md, "Locking on shared filesystems").
         """
         self._prepare()
-        with layout.exclusive_lock(self.root / LOCK_FILE):
+        with layout.exclusive_lock(self.root / layout.LOCK_FILE):
             yield
 
     def load_registry(self) -> Registry:
