@@ -74,10 +74,15 @@ def _nobody_reads(path: Path) -> bool:
 
 
 def _nobody_logs_a_query(path: Path) -> subprocess.CompletedProcess[str]:
+    # the query log's module alone, by path: the store package's __init__ needs pydantic, which
+    # the system python lacks (the module itself needs only the standard library)
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); sys.dont_write_bytecode = True\n"
-        "from tcr_pipeline.store.querylog import NewQuery, QueryLog\n"
-        "QueryLog(sys.argv[2]).log([NewQuery(row=2, valid=True, input={}, output={})], 'm', 'dashboard')\n"
+        "import importlib.util, sys; sys.path.insert(0, sys.argv[1]); sys.dont_write_bytecode = True\n"
+        "path = sys.argv[1] + '/tcr_pipeline/store/querylog.py'\n"
+        "spec = importlib.util.spec_from_file_location('querylog', path)\n"
+        "querylog = sys.modules['querylog'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(querylog)\n"
+        "querylog.QueryLog(sys.argv[2]).log([querylog.NewQuery(2, True, {}, {})], 'm', 'dashboard')\n"
     )
     return _as_nobody(SYSTEM_PYTHON, "-c", script, str(ROOT), str(path))
 

@@ -197,14 +197,13 @@ class StoreReader:
         return changed
 
     def _read_trial(self, path: str) -> TrialRecord | None:
-        where = os.path.relpath(path, self.store.root)
         try:
             with open(path, "rb") as handle:
-                record = parse_record(handle.read(), TrialRecord, where)
+                record = parse_record(handle.read(), TrialRecord, path)
         except FileNotFoundError:
             return None
         except InputError as exc:
-            self.problems[where] = str(exc).removeprefix(f"{where}: ")
+            self.problems[os.path.relpath(path, self.store.root)] = str(exc).removeprefix(f"{path}: ")
             self.stats.unreadable += 1
             return None
         self.stats.records_read += 1
