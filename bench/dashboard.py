@@ -29,7 +29,7 @@
    HTTP, and the parse + predict part the query log records), model already loaded.
 7. **CLI throughput**: ``tcr-pipeline predict`` on ``--cli-rows`` (default 100,000) rows sampled
    from the shipped data, in a subprocess (wall time, interpreter start included), and the cost of
-   logging those rows to the query log (``tcr_pipeline.querylog.log_prediction``, what
+   logging those rows to the query log (``tcr_pipeline.store.querylog.log_prediction``, what
    ``predict --log`` adds).
 
 Run ``python bench/dashboard.py --help``; see ``bench/README.md``.
@@ -69,7 +69,6 @@ from tcr_pipeline.bundle import load_bundle, predict_file
 from tcr_pipeline.config import EvaluateParams, PrepareParams, TrainParams
 from tcr_pipeline.files import write_json_atomic
 from tcr_pipeline.prepare import prepare_dataset
-from tcr_pipeline.querylog import QUERY_LOG_ENV, log_prediction
 from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.store import (
     Promotion,
@@ -81,6 +80,7 @@ from tcr_pipeline.store import (
     model_id_of,
     now,
 )
+from tcr_pipeline.store.querylog import QUERY_LOG_ENV, log_prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RAW = ROOT / "data" / "raw" / "viral_pairs.csv"

@@ -15,9 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from tcr_pipeline.bundle import Bundle, predict_frame
-from tcr_pipeline.data import check_columns
-from tcr_pipeline.querylog import NewQuery
+from tcr_pipeline.bundle import Bundle, missing_input_columns, predict_frame
+from tcr_pipeline.store.querylog import NewQuery
 
 
 class TableError(ValueError):
@@ -84,9 +83,9 @@ def parse_table(text: str, limits: Limits) -> ParsedTable:
     except csv.Error as exc:
         raise TableError(f"not a well-formed CSV ({exc})") from None
     header = [h.strip() for h in records[0]]
-    problems = check_columns(pd.DataFrame(columns=header), "input", require_label=False)
-    if problems:
-        missing = ", ".join(p.column for p in problems)
+    missing_columns = missing_input_columns(header)
+    if missing_columns:
+        missing = ", ".join(missing_columns)
         raise TableError(
             f"line 1: the header lacks required column(s) {missing} (expected the paper's format: "
             "CDR3_alpha,CDR3_beta,V_alpha,V_beta,J_alpha,J_beta,Epitope,clone_id,MHC,Label)"

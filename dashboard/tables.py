@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from tcr_pipeline.monitoring import MonitoringReport
+from tcr_pipeline.store import MonitoringReport
 
 DRIFT_COLUMNS = ["created", "report", "model_id", "name", "group", "feature", "statistic", "value",
                  "threshold", "p_value", "n", "crossed", "since"]  # fmt: skip

@@ -307,7 +307,7 @@ def store_lines(store_root: str | None, run_id: str | None, completed: bool) -> 
     """Report lines about the run and the current model, read from the result store."""
     if not run_id:
         return []
-    from tcr_pipeline.store import Store
+    from tcr_pipeline.store import Store, summarize_run
 
     store = Store.from_env(store_root)
     root = store.root.resolve()
@@ -319,13 +319,11 @@ def store_lines(store_root: str | None, run_id: str | None, completed: bool) -> 
             else "the flow ended before the search began"
         )
         return [f"- store run: {_code(run_id)} is not in {_code(root)} ({why})"]
-    trials = store.list_trials(run_id)
-    done = [t for t in trials if t.done]
-    ok = [t for t in trials if t.status == "ok" and t.objective is not None]
-    best = max(ok, key=lambda t: t.objective or 0.0, default=None)
+    summary = summarize_run(manifest, store.list_trials(run_id))
+    best, finished = summary.best_trial, f"{summary.done}/{manifest.max_evals}"
     run_line = (
-        f"- store run: {_code(run_id)} in {_code(root)}: {manifest.status}, {len(done)}/{manifest.max_evals} "
-        f"trials finished ({len(ok)} ok) on cluster profile {_code(manifest.cluster)}"
+        f"- store run: {_code(run_id)} in {_code(root)}: {manifest.status}, {finished} "
+        f"trials finished ({summary.ok} ok) on cluster profile {_code(manifest.cluster)}"
     )
     if best is not None:
         run_line += f"; best {manifest.objective} objective {_fmt(best.objective)} (trial {best.trial_id})"

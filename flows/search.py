@@ -152,9 +152,7 @@ def search_trials(
     for record in existing:
         driver.restore(record)
     finished = sum(r.done for r in existing)
-    best = max(
-        (r.objective for r in existing if r.status == "ok" and r.objective is not None), default=-math.inf
-    )
+    best = max((r.score for r in existing), default=-math.inf)
     pending: dict[PrefectFuture[dict[str, Any]], tuple[int, dict[str, list[Any]], dict[str, Any], int]] = {}
     infra_failures = 0  # in a row; a finished trial (ok or failed) resets it
 
@@ -196,8 +194,7 @@ def search_trials(
         infra_failures = 0
         driver.finish(record)
         finished += 1
-        if record.status == "ok" and record.objective is not None:
-            best = max(best, record.objective)
+        best = max(best, record.score)
         logger.info(
             "trial %d %s (objective %s) — %d/%d done, best so far %.4f",
             trial_id,

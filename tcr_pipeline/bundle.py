@@ -20,7 +20,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from tcr_pipeline.config import EvaluateParams, ModelParams
+from tcr_pipeline.config import EvaluateParams
+from tcr_pipeline.config import ModelParams as ModelParams  # re-exported: the type of a card's `model`
 from tcr_pipeline.data import (
     DEFAULT_CHUNK_ROWS,
     FEATURE_COLUMNS,
@@ -133,6 +134,11 @@ def load_bundle(directory: Path | str, device: str = "cpu") -> Bundle:
     _load_weights(model, directory / WEIGHTS_FILE, device)
     model.to(device).eval()
     return Bundle(model=model, encoder=load_encoder(directory / ENCODER_FILE), card=card, path=directory)
+
+
+def missing_input_columns(header: list[str]) -> list[str]:
+    """The columns a table with ``header`` lacks for :func:`predict_frame` (``Label`` is optional)."""
+    return [p.column for p in check_columns(pd.DataFrame(columns=header), "input", require_label=False)]
 
 
 def predict_frame(bundle: Bundle, frame: pd.DataFrame, source: str = "input") -> pd.DataFrame:

@@ -723,7 +723,7 @@ def predict(
     check_output_target(output, inputs=(input_csv,))
     result_store = Store.from_env(store)
     if log:
-        from tcr_pipeline.querylog import model_id_for, query_log_path
+        from tcr_pipeline.store.querylog import model_id_for, query_log_path
 
         log_path = query_log_path(result_store.root)
         if not log_path.parent.is_dir():
@@ -748,7 +748,7 @@ def predict(
     if summary.invalid:
         console.print(f"{summary.invalid} invalid row(s): see the error column", markup=False)
     if log:
-        from tcr_pipeline.querylog import log_prediction_file
+        from tcr_pipeline.store.querylog import log_prediction_file
 
         # logged from the finished output, a chunk at a time, in one transaction: a predict that
         # fails or is interrupted logs nothing, and a million rows need no more memory than a chunk

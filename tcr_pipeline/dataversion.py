@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict
 
@@ -107,31 +106,4 @@ def stamp_data_version(store: Store, run_id: str, version: DataVersion) -> int:
     return changed
 
 
-DATA_VERSION_COLUMNS = ["model_id", "current", "promoted", "objective", "trained", "data_sha256", "dvc_md5",
-                        "data_path"]  # fmt: skip
-
-
-def data_versions(store: Store) -> pd.DataFrame:
-    """Every registered model with the data version it was trained on (sha256, DVC md5, path)."""
-    registry = store.load_registry()
-    promoted = {p.model_id: p.promoted for p in registry.history}
-    manifests = {m.run_id: m for m in store.list_runs()}
-    rows = []
-    for entry in registry.models:
-        manifest = manifests.get(entry.run_id)
-        rows.append(
-            {
-                "model_id": entry.model_id,
-                "current": entry.model_id == registry.current,
-                "promoted": promoted.get(entry.model_id),
-                "objective": entry.objective,
-                "trained": entry.trained,
-                "data_sha256": entry.data_sha256,
-                "dvc_md5": entry.dvc_md5,
-                "data_path": manifest.data_path if manifest else None,
-            }
-        )
-    return pd.DataFrame(rows, columns=DATA_VERSION_COLUMNS)
-
-
-__all__ = ["DataVersion", "data_version", "data_versions", "dvc_file_md5", "stamp_data_version"]
+__all__ = ["DataVersion", "data_version", "dvc_file_md5", "stamp_data_version"]

@@ -44,6 +44,7 @@ from tcr_pipeline.store import (
     model_id_of,
     new_attempt_id,
     now,
+    ranked_trials,
 )
 from tcr_pipeline.training import TrainingError
 
@@ -259,15 +260,14 @@ def register_top(
     """
     manifest = store.load_manifest(run_id)
     settings = manifest.params if manifest else {}
-    ok = [t for t in store.list_trials(run_id) if t.status == "ok" and t.objective is not None]
-    top = sorted(ok, key=lambda t: (-(t.objective or -math.inf), t.trial_id))[:top_k]
+    top = ranked_trials(store.list_trials(run_id))[:top_k]
     entries = [
         RegistryEntry(
             model_id=model_id_of(run_id, t.trial_id),
             run_id=run_id,
             trial_id=t.trial_id,
             path=str(store.model_dir(t).relative_to(store.root)),
-            objective=float(t.objective or -math.inf),
+            objective=t.score,
             objective_name=objective_name,
             params=t.params,
             val_metrics=t.val_metrics,

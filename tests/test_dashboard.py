@@ -37,14 +37,7 @@ from dashboard.auth import (
     parse_credentials,
 )
 from dashboard.client import DashClient
-from dashboard.data import (
-    Dashboard,
-    StoreReader,
-    counted_attempt,
-    epitope_counts,
-    example_rows,
-    sampler_counts,
-)
+from dashboard.data import Dashboard
 from dashboard.pages import balance, models, monitoring, overview, predict, queries, training, trials
 from dashboard.prediction import Limits, TableError, parse_table
 from dashboard.tables import alert_table, drift_table, health_table
@@ -52,9 +45,19 @@ from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import MonitorParams
 from tcr_pipeline.data import COLUMNS, load_pairs
 from tcr_pipeline.genes import normalise_gene
-from tcr_pipeline.monitoring import MonitoringReport, data_versions, list_reports, monitor_store, write_report
-from tcr_pipeline.querylog import QUERY_LOG_ENV, log_prediction
-from tcr_pipeline.store import Promotion, Store, TrialRecord, new_attempt_id, now
+from tcr_pipeline.monitoring import MonitoringReport, list_reports, monitor_store, write_report
+from tcr_pipeline.store import (
+    Promotion,
+    Store,
+    StoreReader,
+    TrialRecord,
+    counted_attempt,
+    data_versions,
+    new_attempt_id,
+    now,
+)
+from tcr_pipeline.store.querylog import QUERY_LOG_ENV, log_prediction
+from tcr_pipeline.store.run_data import epitope_counts, epitope_positives, example_rows, sampler_counts
 
 
 @pytest.fixture(autouse=True)
@@ -815,17 +818,8 @@ def test_a_malformed_promotion_interval_is_ignored() -> None:
     assert promotion_interval(plain) is None
     assert promotion_interval(plain.model_copy(update={"interval": {"delta": "x"}})) is None
     assert promotion_interval(plain.model_copy(update={"interval": "0.03"})) is None
-    from pydantic import BaseModel
-
-    class Interval(BaseModel):  # the shape a typed field would have
-        metric: str
-        delta: float
-        low: float
-        high: float
-        resamples: int | None = None
-
-    typed = plain.model_copy(update={"interval": Interval(metric="m", delta=0.1, low=0.0, high=0.2)})
-    assert promotion_interval(typed) == {
+    valid = plain.model_copy(update={"interval": {"metric": "m", "delta": 0.1, "low": 0.0, "high": 0.2}})
+    assert promotion_interval(valid) == {
         "metric": "m",
         "delta": 0.1,
         "low": 0.0,
@@ -853,7 +847,7 @@ def test_the_models_page_counts_positives_from_the_prepared_data(copied_store: S
     assert entry is not None
     prepared, _ = ctx.prepared_for(entry)
     assert prepared is not None
-    from dashboard.data import epitope_positives, model_files
+    from dashboard.data import model_files
 
     positives = epitope_positives(prepared, "test")
     counts = epitope_counts(prepared)
@@ -912,7 +906,7 @@ def test_predict_shows_the_librarys_warnings_highlighted() -> None:
 
 def test_the_query_log_keeps_and_shows_a_rows_warning(tmp_path: Path) -> None:
     from dashboard.prediction import Answer
-    from tcr_pipeline.querylog import QueryLog
+    from tcr_pipeline.store.querylog import QueryLog
 
     log = QueryLog(tmp_path / "queries.sqlite")
     answers = [

@@ -36,8 +36,8 @@ from dashboard_fixtures import (
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
-from tcr_pipeline.querylog import QUERY_LOG_ENV
 from tcr_pipeline.store import new_attempt_id, now
+from tcr_pipeline.store.querylog import QUERY_LOG_ENV
 
 CHROMIUM = os.environ.get("TCR_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = "chromedriver"

@@ -33,7 +33,6 @@ from tcr_pipeline.monitoring import (
     build_report,
     carry_since,
     data_version,
-    data_versions,
     latest_report,
     list_reports,
     monitor_store,
@@ -44,10 +43,10 @@ from tcr_pipeline.monitoring import (
     write_report,
 )
 from tcr_pipeline.prepare import prepare_dataset
-from tcr_pipeline.querylog import QUERY_LOG_ENV, NewQuery, QueryLog, log_prediction, query_log_path
 from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.splits import split_pairs
-from tcr_pipeline.store import Registry, RegistryEntry, RunManifest, Store, TrialRecord
+from tcr_pipeline.store import Registry, RegistryEntry, RunManifest, Store, TrialRecord, data_versions
+from tcr_pipeline.store.querylog import QUERY_LOG_ENV, NewQuery, QueryLog, log_prediction, query_log_path
 
 # ruff: noqa: F811  (webhook, imported from test_alerts, is a parameter here)
 

@@ -23,7 +23,7 @@ import pytest
 from tcr_pipeline import bundle as bundle_module
 from tcr_pipeline.bundle import CHUNK_ROWS_ENV, load_bundle, predict_frame
 from tcr_pipeline.data import read_table, read_table_chunks
-from tcr_pipeline.querylog import read_queries
+from tcr_pipeline.store.querylog import read_queries
 
 if TYPE_CHECKING:
     from conftest import CliResult

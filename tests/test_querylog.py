@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tcr_pipeline.bundle import load_bundle, predict_frame
-from tcr_pipeline.querylog import (
+from tcr_pipeline.store.querylog import (
     QUERY_LOG_ENV,
     QUERY_LOG_FILE,
     NewQuery,
@@ -111,7 +111,7 @@ def _log_many(path: str, worker: int) -> None:
 # The same in another process: only the query log imported (no torch), so it starts fast.
 PROCESS_WRITER = """
 import sys
-from tcr_pipeline.querylog import NewQuery, QueryLog
+from tcr_pipeline.store.querylog import NewQuery, QueryLog
 log = QueryLog(sys.argv[1])
 for _ in range(10):
     log.log([NewQuery(row=i + 2, valid=True, input={"n": str(i)}, output={}) for i in range(5)], "p", "cli")

@@ -18,10 +18,9 @@ import pytest
 import yaml
 
 from tcr_pipeline.data import TCR_COLUMNS
-from tcr_pipeline.dataversion import data_versions
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import sha256_file
-from tcr_pipeline.store import Store
+from tcr_pipeline.store import Store, data_versions
 
 SMALL = {"model": {"kind": "small", "small_widths": [32, 16]}, "batch_size": 128, "device": "cpu"}
 

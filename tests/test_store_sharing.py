@@ -19,8 +19,8 @@ import torch
 
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import write_atomic
-from tcr_pipeline.querylog import NewQuery, QueryLog, query_log_path
 from tcr_pipeline.store import STORE_GROUP_ENV, Registry, RunManifest, Store, TrialRecord
+from tcr_pipeline.store.querylog import NewQuery, QueryLog, query_log_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"  # nobody cannot enter /root, where the venv's interpreter may live
@@ -74,10 +74,15 @@ def _nobody_reads(path: Path) -> bool:
 
 
 def _nobody_logs_a_query(path: Path) -> subprocess.CompletedProcess[str]:
+    # the query log's module alone, by path: the store package's __init__ needs pydantic, which
+    # the system python lacks (the module itself needs only the standard library)
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); sys.dont_write_bytecode = True\n"
-        "from tcr_pipeline.querylog import NewQuery, QueryLog\n"
-        "QueryLog(sys.argv[2]).log([NewQuery(row=2, valid=True, input={}, output={})], 'm', 'dashboard')\n"
+        "import importlib.util, sys; sys.path.insert(0, sys.argv[1]); sys.dont_write_bytecode = True\n"
+        "path = sys.argv[1] + '/tcr_pipeline/store/querylog.py'\n"
+        "spec = importlib.util.spec_from_file_location('querylog', path)\n"
+        "querylog = sys.modules['querylog'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(querylog)\n"
+        "querylog.QueryLog(sys.argv[2]).log([querylog.NewQuery(2, True, {}, {})], 'm', 'dashboard')\n"
     )
     return _as_nobody(SYSTEM_PYTHON, "-c", script, str(ROOT), str(path))
 

@@ -14,10 +14,10 @@ from dash.development.base_component import Component
 
 from dashboard import figures
 from dashboard.components import changed, graph, key_values, note
-from dashboard.data import Dashboard, epitope_counts, epitope_positives, metric_value, sampler_counts
+from dashboard.data import Dashboard, metric_value
 from tcr_pipeline.metrics import confusion_matrix, epitope_aucs
-from tcr_pipeline.prepare import Prepared
 from tcr_pipeline.store import RegistryEntry, RunManifest
+from tcr_pipeline.store.run_data import Prepared, epitope_counts, epitope_positives, sampler_counts
 
 PATH = "/balance"
 NAME = "Class balance"

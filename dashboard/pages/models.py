@@ -23,7 +23,6 @@ from dashboard.components import (
 from dashboard.data import (
     Dashboard,
     ModelFiles,
-    epitope_positives,
     model_files,
     promotion_interval,
     reference,
@@ -31,6 +30,7 @@ from dashboard.data import (
 from tcr_pipeline.bundle import ModelCard
 from tcr_pipeline.metrics import confusion_matrix, epitope_aucs
 from tcr_pipeline.store import Registry, RegistryEntry
+from tcr_pipeline.store.run_data import epitope_positives
 
 PATH = "/models"
 NAME = "Models"

@@ -2,7 +2,7 @@
 
 Everything comes from the reports ``tcr-pipeline monitor`` writes to ``STORE/monitoring/`` and
 the tables :mod:`dashboard.tables` builds from them (``drift_table``, ``alert_table``,
-``health_table``), with :func:`tcr_pipeline.dataversion.data_versions`; see docs/monitoring.md.
+``health_table``), with :func:`tcr_pipeline.store.data_versions`; see docs/monitoring.md.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from dashboard import figures
 from dashboard.components import badge, changed, graph, key_values, note, table
 from dashboard.data import Dashboard
 from dashboard.tables import alert_table, drift_table, health_table
-from tcr_pipeline.dataversion import data_versions
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.monitoring import MonitoringReport
+from tcr_pipeline.store import MonitoringReport, data_versions
 
 PATH = "/monitoring"
 NAME = "Monitoring"

@@ -21,10 +21,9 @@ from dashboard.components import (
     reference_block,
     table,
 )
-from dashboard.data import Dashboard, RunSummary, promotion_interval, reference, summarize_run
-from tcr_pipeline.bundle import ModelCard, build_card_model
-from tcr_pipeline.config import ModelParams
-from tcr_pipeline.store import Registry, RegistryEntry
+from dashboard.data import Dashboard, promotion_interval, reference
+from tcr_pipeline.bundle import ModelCard, ModelParams, build_card_model
+from tcr_pipeline.store import Registry, RegistryEntry, RunSummary, summarize_run
 
 PATH = "/"
 NAME = "Overview"

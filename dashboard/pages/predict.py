@@ -15,10 +15,11 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.development.base_component import Component
 
 from dashboard.components import changed, column, data_grid, note
-from dashboard.data import Dashboard, example_rows
+from dashboard.data import Dashboard
 from dashboard.prediction import Limits, TableError, answer_rows, answers_frame, parse_table, rows_to_csv
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.store import RegistryEntry
+from tcr_pipeline.store.run_data import example_rows
 
 PATH = "/predict"
 NAME = "Predict"

@@ -10,7 +10,7 @@ from dash.development.base_component import Component
 
 from dashboard.components import column, data_grid, grid_value, note
 from dashboard.data import Dashboard
-from tcr_pipeline.querylog import Query
+from tcr_pipeline.store.querylog import Query
 
 PATH = "/queries"
 NAME = "Queries"

@@ -117,7 +117,7 @@ def trials_frame(trials: list[TrialRecord]) -> pd.DataFrame:
         {
             "trial_id": t.trial_id,
             "status": t.status,
-            "objective": t.objective if t.status == "ok" and t.objective is not None else math.nan,
+            "objective": t.objective if t.scored else math.nan,
             **t.params,
         }
         for t in trials

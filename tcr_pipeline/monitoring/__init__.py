@@ -5,7 +5,7 @@ as current trained on, and is written to ``STORE/monitoring/<timestamp>.json``. 
 statistic, threshold and design choice is explained in ``docs/monitoring.md``. The package, one
 concern a module:
 
-- :mod:`~tcr_pipeline.monitoring.records` — the report and reference-profile records and where
+- :mod:`~tcr_pipeline.store.reports` — the report and reference-profile records and where
   they live in the store;
 - :mod:`~tcr_pipeline.monitoring.statistics` — what is counted, PSI, chi-square, bins (pure);
 - :mod:`~tcr_pipeline.monitoring.reference` — the reference profile: built from the prepared
@@ -21,12 +21,15 @@ DVC data versions are :mod:`tcr_pipeline.dataversion`; the dashboard's tables ov
 from tcr_pipeline.dataversion import (
     DataVersion,
     data_version,
-    data_versions,
     dvc_file_md5,
     stamp_data_version,
 )
 from tcr_pipeline.monitoring.checks import concept_checks, health_checks, input_checks, prediction_checks
-from tcr_pipeline.monitoring.records import (
+from tcr_pipeline.monitoring.reference import build_reference, reference_profile, save_reference
+from tcr_pipeline.monitoring.report import build_report, carry_since, monitor_store
+from tcr_pipeline.monitoring.statistics import binned, chi_square_p, length_bins, psi
+from tcr_pipeline.monitoring.window import queries_frame, recent_queries, service_health
+from tcr_pipeline.store.reports import (
     EXIT_CODES,
     Check,
     Delivery,
@@ -47,10 +50,6 @@ from tcr_pipeline.monitoring.records import (
     write_reference,
     write_report,
 )
-from tcr_pipeline.monitoring.reference import build_reference, reference_profile, save_reference
-from tcr_pipeline.monitoring.report import build_report, carry_since, monitor_store
-from tcr_pipeline.monitoring.statistics import binned, chi_square_p, length_bins, psi
-from tcr_pipeline.monitoring.window import queries_frame, recent_queries, service_health
 
 __all__ = [
     "EXIT_CODES",
@@ -69,7 +68,6 @@ __all__ = [
     "chi_square_p",
     "concept_checks",
     "data_version",
-    "data_versions",
     "dvc_file_md5",
     "health_checks",
     "input_checks",

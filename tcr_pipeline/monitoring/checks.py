@@ -17,7 +17,6 @@ import pandas as pd
 from scipy import stats
 
 from tcr_pipeline.config import DriftThresholds
-from tcr_pipeline.monitoring.records import Check, Group, Health, ReferenceProfile
 from tcr_pipeline.monitoring.statistics import (
     CDR3_FEATURES,
     GENE_FEATURES,
@@ -36,6 +35,7 @@ from tcr_pipeline.monitoring.statistics import (
     shifts,
     significant_crossing,
 )
+from tcr_pipeline.store.reports import Check, Group, Health, ReferenceProfile
 
 
 def _check(

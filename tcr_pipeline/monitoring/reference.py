@@ -6,7 +6,7 @@ rows) — and holds the model's scores on its test split, the reference of its p
 
 It is built from the prepared data when the model is **registered**
 (:func:`save_reference`, called by ``search.register_top``) and saved beside the model
-(:func:`tcr_pipeline.monitoring.records.reference_path`), so monitoring never reads the raw
+(:func:`tcr_pipeline.store.reports.reference_path`), so monitoring never reads the raw
 data again. A model registered before profiles were saved gets one on its first monitoring run,
 from its run's prepared directory, else from a training CSV passed explicitly
 (``reference_data``), else a one-line :class:`InputError` says what was tried.
@@ -26,7 +26,6 @@ from tcr_pipeline.data import load_pairs
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import sha256_file
 from tcr_pipeline.metrics import compute_metrics
-from tcr_pipeline.monitoring.records import ReferenceProfile, load_reference, write_reference
 from tcr_pipeline.monitoring.statistics import (
     CDR3_FEATURES,
     GENE_FEATURES,
@@ -39,6 +38,7 @@ from tcr_pipeline.monitoring.statistics import (
 from tcr_pipeline.prepare import Prepared, load_prepared
 from tcr_pipeline.splits import SPLITS, split_pairs
 from tcr_pipeline.store import RegistryEntry, Store
+from tcr_pipeline.store.reports import ReferenceProfile, load_reference, write_reference
 
 
 def trained_splits(card: ModelCard) -> tuple[str, ...]:
@@ -168,7 +168,7 @@ def _legacy_reference(
         else:
             return reference_from_raw(entry.model_id, bundle, reference_data)
     manifest = store.load_manifest(entry.run_id)
-    prepared_dir = getattr(manifest, "prepared_dir", None) if manifest else None
+    prepared_dir = manifest.prepared_dir if manifest else None
     if prepared_dir:
         try:
             prepared = load_prepared(prepared_dir)

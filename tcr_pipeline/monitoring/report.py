@@ -2,7 +2,7 @@
 
 :func:`build_report` is pure; :func:`monitor_store` gathers its parts from a store (the
 registry, the model bundle, its reference profile, the query log, earlier reports). The
-caller sends alerts and writes the report (:func:`tcr_pipeline.monitoring.records.write_report`).
+caller sends alerts and writes the report (:func:`tcr_pipeline.store.reports.write_report`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ from tcr_pipeline.data import load_pairs
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import sha256_file
 from tcr_pipeline.monitoring.checks import concept_checks, health_checks, input_checks, prediction_checks
-from tcr_pipeline.monitoring.records import (
+from tcr_pipeline.monitoring.reference import reference_profile, score_labelled
+from tcr_pipeline.monitoring.statistics import distinct_tcrs
+from tcr_pipeline.monitoring.window import aware, queries_frame, recent_queries, service_health
+from tcr_pipeline.store import RegistryEntry, Store, now
+from tcr_pipeline.store.querylog import Query
+from tcr_pipeline.store.reports import (
     Check,
     Labels,
     MonitoringReport,
@@ -31,11 +36,6 @@ from tcr_pipeline.monitoring.records import (
     list_reports,
     report_name,
 )
-from tcr_pipeline.monitoring.reference import reference_profile, score_labelled
-from tcr_pipeline.monitoring.statistics import distinct_tcrs
-from tcr_pipeline.monitoring.window import aware, queries_frame, recent_queries, service_health
-from tcr_pipeline.querylog import Query
-from tcr_pipeline.store import RegistryEntry, Store, now
 
 
 def carry_since(

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from tcr_pipeline.data import COLUMNS
-from tcr_pipeline.monitoring.records import Health
-from tcr_pipeline.querylog import Query, QueryLog, query_log_path
+from tcr_pipeline.store.querylog import Query, QueryLog, query_log_path
+from tcr_pipeline.store.reports import Health
 
 _PAGE = 1000
 

@@ -1,5 +1,10 @@
 """Monitoring records and where they live in the store: reports and reference profiles.
 
+Written by ``tcr-pipeline monitor`` (reports) and by registration (reference profiles); read by
+``monitor``, the dashboard and the CLI. Both are :class:`~tcr_pipeline.store.records.Record` files
+(``format_version``), written atomically by :func:`~tcr_pipeline.store.records.write_record`: a
+concurrent reader sees the old file or the new one, never a part.
+
 Layout (``docs/store.md``)::
 
     STORE/monitoring/<YYYYMMDD-HHMMSS-ffffff>.json             MonitoringReport, one per run
@@ -9,7 +14,6 @@ A report is written once, atomically, and never rewritten; its name is its UTC t
 sort in time order. A reference profile is written (atomically) when its model is registered,
 next to the model's trial record and bundle, and read by every later monitoring run.
 
-Self-contained: depends only on :mod:`tcr_pipeline.store`, ``files`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.store import RegistryEntry, Store, _read_record, _write_record, now
+from tcr_pipeline.store.file_store import Store
+from tcr_pipeline.store.layout import now
+from tcr_pipeline.store.records import Record, RegistryEntry, read_record, write_record
 
 MONITORING_DIR = "monitoring"
 REFERENCE_FILE = "reference.json"  # next to a registered model's bundle directory
@@ -41,7 +47,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", ser_json_inf_nan="constants")
 
 
-class ReferenceProfile(_Model):
+class _Record(Record):
+    """A monitoring record file (``format_version``; NaN round-trips like :class:`_Model`)."""
+
+    model_config = ConfigDict(extra="allow", ser_json_inf_nan="constants")
+
+
+class ReferenceProfile(_Record):
     """What a model was trained on, summarised for drift tests, and its scores on its test split."""
 
     format: int = REFERENCE_FORMAT
@@ -160,7 +172,7 @@ class Delivery(_Model):
     at: datetime = Field(default_factory=now)
 
 
-class MonitoringReport(_Model):
+class MonitoringReport(_Record):
     """One monitoring run: the model, the window, every check, the alerts and their delivery."""
 
     name: str
@@ -209,13 +221,13 @@ def monitoring_dir(store: Store) -> Path:
 def write_report(store: Store, report: MonitoringReport) -> Path:
     """Write a report atomically to ``STORE/monitoring/<name>.json``."""
     path = monitoring_dir(store) / f"{report.name}.json"
-    _write_record(path, report)
+    write_record(path, report)
     return path
 
 
 def load_report(store: Store, name: str) -> MonitoringReport | None:
     """One report by name, or None when there is no such report (InputError when damaged)."""
-    return _read_record(monitoring_dir(store) / f"{name}.json", MonitoringReport)
+    return read_record(monitoring_dir(store) / f"{name}.json", MonitoringReport)
 
 
 def report_names(store: Store) -> list[str]:
@@ -257,7 +269,7 @@ def reference_path(store: Store, entry: RegistryEntry) -> Path:
 def write_reference(store: Store, entry: RegistryEntry, profile: ReferenceProfile) -> Path:
     """Write a model's reference profile atomically beside its bundle."""
     path = reference_path(store, entry)
-    _write_record(path, profile)
+    write_record(path, profile)
     return path
 
 
@@ -267,7 +279,7 @@ def load_reference(store: Store, entry: RegistryEntry) -> ReferenceProfile | Non
     A profile of an earlier format counts as none (the caller builds it again); a damaged file,
     or a profile of other data than the registered model's, is an :class:`InputError`.
     """
-    profile = _read_record(reference_path(store, entry), ReferenceProfile)
+    profile = read_record(reference_path(store, entry), ReferenceProfile)
     if profile is None or profile.format != REFERENCE_FORMAT:
         return None
     if entry.data_sha256 and profile.data_sha256 != entry.data_sha256:

@@ -229,7 +229,7 @@ def log_queries(
 def model_id_for(store_root: Path | str, name: str) -> str:
     """What the log records as the model: ``best`` resolved to the registry id in use, a
     registry id as it is, a bundle directory as its path."""
-    from tcr_pipeline.store import Store
+    from tcr_pipeline.store.file_store import Store
 
     if name != "best":  # a registry id or a path: the registry is not read (it may be damaged)
         return name
