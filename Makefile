@@ -43,10 +43,12 @@ single: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## lint: ruff, the format, mypy, and the layers (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

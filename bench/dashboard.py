@@ -508,7 +508,7 @@ def cli_throughput(raw: Path, bundle: Path, rows: int, repeats: int, workdir: Pa
     source = workdir / f"pairs_{rows}.csv"
     sample.to_csv(source, index=False)
     script = Path(sys.executable).with_name("tcr-pipeline")  # the installed console script
-    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tcr_pipeline.cli"]
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tcr_cli"]
     command = [
         *launcher,
         "predict",
@@ -526,7 +526,7 @@ def cli_throughput(raw: Path, bundle: Path, rows: int, repeats: int, workdir: Pa
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
     started = time.perf_counter()
-    startup = subprocess.run([sys.executable, "-c", "import tcr_pipeline.cli"], cwd=workdir)
+    startup = subprocess.run([sys.executable, "-c", "import tcr_cli.main"], cwd=workdir)
     import_s = time.perf_counter() - started
     assert startup.returncode == 0
     bundle_obj = load_bundle(bundle)

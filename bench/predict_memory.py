@@ -62,11 +62,11 @@ def predict_file_all_at_once(
 def run_cli_all_at_once(args: list[str]) -> None:
     """``tcr-pipeline ARGS`` with ``predict_file`` replaced by :func:`predict_file_all_at_once`:
     the same process, imports, checks and summary line as the streaming command."""
-    from tcr_pipeline import cli
+    from tcr_cli import main, model_commands
 
-    cli.predict_file = predict_file_all_at_once  # type: ignore[assignment]
+    model_commands.predict_file = predict_file_all_at_once  # type: ignore[assignment]
     sys.argv = ["tcr-pipeline", *args]
-    cli.main()
+    main.main()
 
 
 def make_rows(raw: Path, rows: int, path: Path) -> None:
@@ -125,7 +125,7 @@ def measure(
     source = workdir / f"pairs_{rows}.csv"
     make_rows(raw, rows, source)
     script = Path(sys.executable).with_name("tcr-pipeline")  # the installed console script
-    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tcr_pipeline.cli"]
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tcr_cli"]
     outputs = {"streaming": workdir / "streamed.csv", "all_at_once": workdir / "all_at_once.csv"}
     commands = {
         "streaming": [

@@ -4,8 +4,8 @@ and the table of bad input files used by test_data.py and test_cli.py.
 The suite must stay fast (well under a minute on two cores): every stage runs on a small CSV
 with a small model for two epochs, except where a test needs the whole shipped file. Starting a
 Python process that imports torch and scikit-learn costs several seconds here, so most CLI
-tests call ``tcr_pipeline.cli.main`` (the console-script entry point) in-process; a few run the
-real ``python -m tcr_pipeline.cli`` in a subprocess to check what a user's shell sees.
+tests call ``tcr_cli.main.main`` (the console-script entry point) in-process; a few run the
+real ``python -m tcr_cli`` in a subprocess to check what a user's shell sees.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from dashboard_fixtures import copied_store, search_store  # noqa: F401  (a stor
 from flow_fixtures import prefect_api, workdir  # noqa: F401  (fixtures shared by the flow tests)
 from slurm_fixtures import slurm_node  # noqa: F401  (skips without SLURM, fails without it in CI)
 
-from tcr_pipeline import cli
+import tcr_cli.main as cli
+from tcr_cli import options
 from tcr_pipeline.config import DataParams, EvaluateParams, ModelParams, Params, PrepareParams, TrainParams
 from tcr_pipeline.data import COLUMNS, load_pairs, tcr_keys
 from tcr_pipeline.files import sha256_file
@@ -137,15 +138,15 @@ class EscapedException(AssertionError):
 
 
 def invoke_main(args: Sequence[object], cwd: Path) -> CliResult:
-    """Run ``tcr_pipeline.cli.main`` (the ``tcr-pipeline`` entry point) in-process, in ``cwd``.
+    """Run ``tcr_cli.main.main`` (the ``tcr-pipeline`` entry point) in-process, in ``cwd``.
 
     Both rich consoles are pinned to 80 columns, the width rich uses when not on a terminal.
     Raises :class:`EscapedException` for any exception other than the SystemExit of ``main``.
     """
     stdout, stderr = io.StringIO(), io.StringIO()
-    widths = cli.console.width, cli.out.width
+    widths = options.console.width, options.out.width
     argv, here = sys.argv, Path.cwd()
-    cli.console.width = cli.out.width = 80
+    options.console.width = options.out.width = 80
     sys.argv = ["tcr-pipeline", *map(str, args)]
     os.chdir(cwd)
     try:
@@ -161,7 +162,7 @@ def invoke_main(args: Sequence[object], cwd: Path) -> CliResult:
     finally:
         os.chdir(here)
         sys.argv = argv
-        cli.console.width, cli.out.width = widths
+        options.console.width, options.out.width = widths
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
 
 
@@ -176,8 +177,8 @@ def run_cli(tmp_path: Path) -> Callable[..., CliResult]:
 
 
 def cli_command(*args: object) -> list[str]:
-    """The argv of a real ``python -m tcr_pipeline.cli`` process."""
-    return [sys.executable, "-m", "tcr_pipeline.cli", *map(str, args)]
+    """The argv of a real ``python -m tcr_cli`` process."""
+    return [sys.executable, "-m", "tcr_cli", *map(str, args)]
 
 
 def cli_env() -> dict[str, str]:
@@ -190,7 +191,7 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli_process(*args: object, cwd: Path, timeout: float = 300) -> CliResult:
-    """Run ``python -m tcr_pipeline.cli ARGS`` in a subprocess in ``cwd`` (thread-safe)."""
+    """Run ``python -m tcr_cli ARGS`` in a subprocess in ``cwd`` (thread-safe)."""
     done = subprocess.run(
         cli_command(*args), cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
     )
@@ -215,7 +216,7 @@ class PipelineSpec:
     name: str
     prepare: tuple[str, ...]
     train: tuple[str, ...]
-    in_process: bool  # True: through invoke_main; False: one `python -m tcr_pipeline.cli` per stage
+    in_process: bool  # True: through invoke_main; False: one `python -m tcr_cli` per stage
     encoding: str
     split: str
     use_clone_id: bool
@@ -362,7 +363,7 @@ def _background_cli_processes(
 ) -> Iterator[dict[str, Future[Any]]]:
     """Start the real CLI processes with the session, when a selected test needs them.
 
-    Each `python -m tcr_pipeline.cli` process spends seconds importing torch and scikit-learn.
+    Each `python -m tcr_cli` process spends seconds importing torch and scikit-learn.
     Started first, in two background threads, they run on the second core while the in-process
     tests run on the first: the subprocess pipelines of ``PIPELINES`` (for ``cli_pipelines``)
     and the failing commands of :func:`run_failing_processes` (for ``failing_cli_processes``).

@@ -1,7 +1,7 @@
 """A hostile user's bad input, through the real command line: exit status 2, one line, no traceback,
 and nothing written: no input, device node or other file changed, no file left behind.
 
-Every case runs ``tcr_pipeline.cli.main`` in-process (``run_cli``: an exception escaping it fails
+Every case runs ``tcr_cli.main.main`` in-process (``run_cli``: an exception escaping it fails
 the test, as it would print a traceback). The commands that run Prefect flows must refuse the
 input before any Prefect server or Dask cluster starts: that is why these cases take milliseconds.
 """

@@ -1,9 +1,9 @@
 """The command line: bad input exits with status 2 and one line naming file, row and column,
 never a traceback; `predict` never leaves a partial output; every command has --help.
 
-Most tests call ``tcr_pipeline.cli.main`` in-process (see ``run_cli`` in conftest.py: an
+Most tests call ``tcr_cli.main.main`` in-process (see ``run_cli`` in conftest.py: an
 exception escaping it fails the test, as it would print a traceback); one test runs real
-``python -m tcr_pipeline.cli`` processes to check the exit status and streams a shell sees.
+``python -m tcr_cli`` processes to check the exit status and streams a shell sees.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import typer
 
-from tcr_pipeline import cli
+import tcr_cli.main as cli
 from tcr_pipeline.bundle import load_bundle, predict_file
 from tcr_pipeline.config import PrepareParams
 from tcr_pipeline.files import sha256_file

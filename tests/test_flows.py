@@ -83,7 +83,7 @@ def test_sigkill_mid_search_then_resume(prefect_api: str, workdir: Path) -> None
     store = Store(workdir / "store-kill")
     max_evals = 6
     command = [
-        sys.executable, "-m", "tcr_pipeline.cli", "search",
+        sys.executable, "-m", "tcr_cli", "search",
         "--run-id", "run-kill", "--store", str(store.root), "--max-evals", str(max_evals),
         "--parallelism", "2", "--prepared", str(workdir / "prepared"),
         "--params", str(workdir / "params.yaml"),
@@ -180,7 +180,7 @@ def test_workers_that_cannot_reach_the_api_stop_the_search_non_zero(prefect_api:
     )
     store = Store(workdir / "store-unreachable")
     command = [
-        sys.executable, "-m", "tcr_pipeline.cli", "search",
+        sys.executable, "-m", "tcr_cli", "search",
         "--run-id", "run-unreachable", "--store", str(store.root), "--max-evals", "4",
         "--parallelism", "2", "--cluster", str(profile), "--prepared", str(workdir / "prepared"),
         "--params", str(workdir / "params.yaml"), "--no-promote",

@@ -4,10 +4,10 @@ The pipelines are ``PIPELINES`` in conftest.py, each in its own working director
 params.yaml (so the library defaults apply):
 
 ``paper``    paper encoding, random split, clone_id as a feature, small model; every stage a
-             real ``python -m tcr_pipeline.cli`` process (started with the session, as each
+             real ``python -m tcr_cli`` process (started with the session, as each
              process spends seconds importing torch)
 ``default``  one-hot encoding, split by TCR, medium model; every stage through the same entry
-             point, ``tcr_pipeline.cli.main``, in-process
+             point, ``tcr_cli.main.main``, in-process
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def test_worker_jobs_that_die_at_start_stop_the_search_with_their_log(
     path.write_text(yaml.safe_dump(profile))
     store = Store(tmp_path / "store")
     command = [
-        sys.executable, "-m", "tcr_pipeline.cli", "search",
+        sys.executable, "-m", "tcr_cli", "search",
         "--run-id", case, "--store", str(store.root), "--max-evals", "2",
         "--parallelism", "1", "--cluster", str(path), "--prepared", str(workdir / "prepared"),
         "--params", str(workdir / "params.yaml"), "--no-promote",
