@@ -62,7 +62,7 @@ repro: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py --threads 1
 	$(BIN)/python bench/orchestration.py
-	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/dashboard_load.py
 
 constraints: $(STAMP)
 	{ head -3 requirements/constraints.txt; $(BIN)/pip freeze --exclude-editable; } > requirements/constraints.tmp
