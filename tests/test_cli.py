@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pytest
 import typer
+from bad_inputs import BAD_INPUTS, FILE_LEVEL_BAD_INPUTS, ROW_LEVEL_BAD_INPUTS, BadInput, case_id
 
 import tcr_cli.main as cli
 from tcr_pipeline.bundle import load_bundle, predict_file
@@ -24,7 +25,8 @@ from tcr_pipeline.files import sha256_file
 from tcr_pipeline.prepare import prepare_dataset
 
 if TYPE_CHECKING:
-    from conftest import BadInput, CliResult, FailingRuns
+    from cli_fixtures import CliResult
+    from cli_process_fixtures import FailingRuns
 
     RunCli = Callable[..., CliResult]
 
@@ -57,6 +59,7 @@ def test_validate_accepts_the_shipped_file(run_cli: RunCli, shipped_csv: Path) -
     assert "valid" in result.stderr
 
 
+@pytest.mark.parametrize("bad_input", BAD_INPUTS, ids=case_id)
 def test_validate_reports_bad_input(run_cli: RunCli, tmp_path: Path, bad_input: BadInput) -> None:
     path = bad_input.make(_inputs(tmp_path))
     result = run_cli("validate", path)
@@ -91,6 +94,7 @@ def test_validate_summary_is_one_line_for_long_paths(run_cli: RunCli, tmp_path: 
 # ---- prepare ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("bad_input", BAD_INPUTS, ids=case_id)
 def test_prepare_rejects_bad_input(run_cli: RunCli, tmp_path: Path, bad_input: BadInput) -> None:
     path = bad_input.make(_inputs(tmp_path))
     result = run_cli("prepare", "--data", path, "--out", tmp_path / "prepared")
@@ -165,6 +169,7 @@ def test_show_prints_the_card(run_cli: RunCli, tmp_path: Path, tiny_bundle: Path
 # ---- predict ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("file_level_bad_input", FILE_LEVEL_BAD_INPUTS, ids=case_id)
 def test_predict_refuses_unreadable_input(
     run_cli: RunCli, tmp_path: Path, tiny_bundle: Path, file_level_bad_input: BadInput
 ) -> None:
@@ -176,6 +181,7 @@ def test_predict_refuses_unreadable_input(
     assert not output.parent.exists() or list(output.parent.iterdir()) == []  # no temporary file either
 
 
+@pytest.mark.parametrize("row_level_bad_input", ROW_LEVEL_BAD_INPUTS, ids=case_id)
 def test_predict_reports_bad_rows_and_scores_the_others(
     run_cli: RunCli, tmp_path: Path, tiny_bundle: Path, row_level_bad_input: BadInput
 ) -> None:

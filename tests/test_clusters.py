@@ -26,7 +26,7 @@ from tcr_pipeline.clusters import (
 from tcr_pipeline.errors import InputError
 
 if TYPE_CHECKING:
-    from conftest import CliResult
+    from cli_fixtures import CliResult
 
 SHIPPED = ["local", "slurm-local", "slurm-cpu", "slurm-gpu", "slurm-gpu-apptainer"]
 SLURM_SHIPPED = ["slurm-local", "slurm-cpu", "slurm-gpu", "slurm-gpu-apptainer"]

@@ -1,23 +1,20 @@
 """Validation of pair tables: every problem as ``file:row:column: message`` (row = file line).
 
 The table of bad inputs (one case per kind of problem, with comments) is ``BAD_INPUTS`` in
-conftest.py; it is shared with test_cli.py, which feeds the same files to the command line.
+bad_inputs.py; it is shared with test_cli.py, which feeds the same files to the command line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
+from bad_inputs import BAD_INPUTS, BadInput, case_id
 
 from tcr_pipeline.data import COLUMNS, Problem, load_pairs, tcr_keys, validate_file
 from tcr_pipeline.errors import InputError
-
-if TYPE_CHECKING:
-    from conftest import BadInput
 
 
 def test_shipped_file_is_valid(shipped_csv: Path) -> None:
@@ -37,6 +34,7 @@ def test_shipped_file_loads_typed(shipped_frame: pd.DataFrame) -> None:
     assert (per_tcr["sum"] == 1).all()
 
 
+@pytest.mark.parametrize("bad_input", BAD_INPUTS, ids=case_id)
 def test_bad_input_is_reported_where_it_is(bad_input: BadInput, tmp_path: Path) -> None:
     path = bad_input.make(tmp_path)
     problems = validate_file(path)

@@ -24,7 +24,7 @@ import torch
 from tcr_pipeline.bundle import ModelCard, build_card_model, load_bundle, predict_frame
 
 if TYPE_CHECKING:
-    from conftest import PipelineRun
+    from cli_process_fixtures import PipelineRun
 
 PIPELINE_NAMES = ("paper", "default")
 BAD_ROW = 2  # conftest.PREDICT_BAD_ROW: its CDR3β is CASSX1F

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import cli_command, cli_env
+from cli_fixtures import cli_command, cli_env
 
 from tcr_pipeline.store import Store
 
