@@ -12,9 +12,12 @@ import io
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +107,18 @@ def run_cli_process(*args: object, cwd: Path, timeout: float = 300) -> CliResult
 def _run_cli_process() -> Callable[..., CliResult]:
     """:func:`run_cli_process` as a fixture."""
     return run_cli_process
+
+
+def wait_for_url(
+    url: str, process: subprocess.Popen[Any], timeout_s: float, what: str, why: Callable[[], str]
+) -> None:
+    """Wait until ``url`` answers; fail with ``why()`` if ``process`` (its server) ends first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert process.poll() is None, why()
+            assert time.monotonic() < deadline, f"{what} did not answer within {timeout_s:.0f} s"
+            time.sleep(0.3)

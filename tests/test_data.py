@@ -92,11 +92,17 @@ def test_label_not_required_for_unlabelled_tables(tmp_path: Path, shipped_csv: P
     assert validate_file(path, require_label=False) == []
 
 
-def test_clone_id_required_only_when_used(tmp_path: Path, shipped_csv: Path) -> None:
+def _five_rows_one_without_clone_id(directory: Path, shipped_csv: Path) -> Path:
+    """The shipped file's first five rows, the third (file line 4) with an empty clone_id."""
     raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(5)
     raw.loc[2, "clone_id"] = ""
-    path = tmp_path / "pairs.csv"
+    path = directory / "pairs.csv"
     raw.to_csv(path, index=False)
+    return path
+
+
+def test_clone_id_required_only_when_used(tmp_path: Path, shipped_csv: Path) -> None:
+    path = _five_rows_one_without_clone_id(tmp_path, shipped_csv)
     assert validate_file(path) == []
     assert [(p.row, p.column) for p in validate_file(path, require_clone_id=True)] == [(4, "clone_id")]
     with pytest.raises(InputError, match=r":4:clone_id: empty value"):
@@ -104,10 +110,7 @@ def test_clone_id_required_only_when_used(tmp_path: Path, shipped_csv: Path) -> 
 
 
 def test_empty_clone_id_loads_as_nan(tmp_path: Path, shipped_csv: Path) -> None:
-    raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(5)
-    raw.loc[2, "clone_id"] = ""
-    path = tmp_path / "pairs.csv"
-    raw.to_csv(path, index=False)
+    path = _five_rows_one_without_clone_id(tmp_path, shipped_csv)
     assert validate_file(path) == []
     frame = load_pairs(path)
     assert np.isnan(frame.loc[2, "clone_id"])

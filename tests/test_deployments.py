@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_fixtures import wait_for_url
 from test_workflows import run_cluster_run_step
 
 from tcr_pipeline.store import Store
@@ -237,25 +238,19 @@ def test_settings_file_fills_in_what_the_caller_left_unset(tmp_path: Path) -> No
 def test_run_sh_without_a_server_says_so(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TCR_"))}
     env |= {"PREFECT_HOME": str(tmp_path), "TCR_ENV_FILE": "/dev/null"}
-    done = subprocess.run(
-        ["bash", str(DEPLOYMENTS / "run.sh"), "tcr-pipeline/full"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 3
-    assert "PREFECT_API_URL is not set" in done.stderr
-
-    done = subprocess.run(
-        ["bash", str(DEPLOYMENTS / "run.sh"), "no-slash"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2
-    assert "FLOW/DEPLOYMENT" in done.stderr
+    for deployment, status, message in (
+        ("tcr-pipeline/full", 3, "PREFECT_API_URL is not set"),
+        ("no-slash", 2, "FLOW/DEPLOYMENT"),
+    ):
+        done = subprocess.run(
+            ["bash", str(DEPLOYMENTS / "run.sh"), deployment],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == status, done.stderr
+        assert message in done.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,15 +307,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         )  # fmt: skip
     worker = None
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (logs / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the Prefect server did not answer within 180 s"
-                time.sleep(0.5)
+        wait_for_url(
+            f"{env['PREFECT_API_URL']}/health",
+            server,
+            180,
+            "the Prefect server",
+            lambda: (logs / "server.log").read_text()[-3000:],
+        )
         for attempt in (1, 2):  # the second time it only updates: deploy.sh is idempotent
             done = subprocess.run(
                 ["bash", str(DEPLOYMENTS / "deploy.sh")],
