@@ -1,7 +1,7 @@
 """The command line: bad input exits with status 2 and one line naming file, row and column,
 never a traceback; `predict` never leaves a partial output; every command has --help.
 
-Most tests call ``tcr_cli.main.main`` in-process (see ``run_cli`` in conftest.py: an
+Most tests call ``tcr_cli.main.main`` in-process (see ``run_cli`` in cli_fixtures.py: an
 exception escaping it fails the test, as it would print a traceback); one test runs real
 ``python -m tcr_cli`` processes to check the exit status and streams a shell sees.
 """
@@ -275,7 +275,7 @@ def test_real_processes_exit_2_with_one_line_and_no_traceback(failing_cli_proces
 
     `prepare` and `predict` get their status 2 from ``main()`` turning an InputError into one
     line (`validate` raises typer.Exit(2) itself, which the in-process tests cover exactly).
-    The processes start with the session (see conftest.run_failing_processes).
+    The processes start with the session (see cli_process_fixtures.run_failing_processes).
     """
     runs = failing_cli_processes
     for name, result in runs.results.items():

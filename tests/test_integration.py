@@ -1,7 +1,7 @@
 """End to end through the command line: prepare → train → evaluate → predict, whole shipped CSV.
 
-The pipelines are ``PIPELINES`` in conftest.py, each in its own working directory without a
-params.yaml (so the library defaults apply):
+The pipelines are ``PIPELINES`` in cli_process_fixtures.py, each in its own working directory
+without a params.yaml (so the library defaults apply):
 
 ``paper``    paper encoding, random split, clone_id as a feature, small model; every stage a
              real ``python -m tcr_cli`` process (started with the session, as each
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from cli_process_fixtures import PipelineRun
 
 PIPELINE_NAMES = ("paper", "default")
-BAD_ROW = 2  # conftest.PREDICT_BAD_ROW: its CDR3β is CASSX1F
+BAD_ROW = 2  # cli_process_fixtures.PREDICT_BAD_ROW: CDR3β CASSX1F
 
 
 @pytest.fixture(params=PIPELINE_NAMES)
