@@ -33,7 +33,7 @@ import yaml
 from cli_fixtures import wait_for_url
 from test_workflows import run_cluster_run_step
 
-from tcr_pipeline.store import Store
+from tcr_pipeline.store import RunManifest, Store, TrialRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = ROOT / "deployments"
@@ -384,6 +384,18 @@ def _explain(done: subprocess.CompletedProcess[str], env: dict[str, str]) -> str
     )
 
 
+def _completed_run(root: Path, cluster: str) -> tuple[Store, RunManifest, list[TrialRecord]]:
+    """The one run of the store at ``root``: completed on ``cluster``, both its trials ok."""
+    store = Store(root)
+    (manifest,) = store.list_runs()
+    assert manifest.status == "completed"
+    assert manifest.cluster == cluster
+    trials = store.list_trials(manifest.run_id)
+    assert len(trials) == 2
+    assert all(t.status == "ok" for t in trials)
+    return store, manifest, trials
+
+
 def _tiny_args(tiny: dict[str, Path], name: str) -> list[str]:
     root = tiny["root"]
     return [
@@ -404,13 +416,7 @@ def test_full_deployment_runs_to_completion_and_promotes(lab: dict[str, str], ti
     assert done.returncode == 0, _explain(done, lab)
     seconds = time.monotonic() - started
 
-    store = Store(tiny["root"] / "local" / "store")
-    (manifest,) = store.list_runs()
-    assert manifest.status == "completed"
-    assert manifest.cluster == "local"
-    trials = store.list_trials(manifest.run_id)
-    assert len(trials) == 2
-    assert all(t.status == "ok" for t in trials)
+    store, manifest, _ = _completed_run(tiny["root"] / "local" / "store", "local")
     registry = store.load_registry()
     assert registry.current is not None
     assert registry.current.startswith(f"{manifest.run_id}/")
@@ -550,13 +556,7 @@ def test_full_deployment_on_the_dev_slurm(lab: dict[str, str], tiny: dict[str, P
     done = run_sh(lab, "tcr-pipeline/full", *_tiny_args(tiny, "slurm"),
                   "--param", "cluster=slurm-local", "--param", "parallelism=2")  # fmt: skip
     assert done.returncode == 0, _explain(done, lab)
-    store = Store(tiny["root"] / "slurm" / "store")
-    (manifest,) = store.list_runs()
-    assert manifest.status == "completed"
-    assert manifest.cluster == "slurm-local"
-    trials = store.list_trials(manifest.run_id)
-    assert len(trials) == 2
-    assert all(t.status == "ok" for t in trials)
+    store, manifest, trials = _completed_run(tiny["root"] / "slurm" / "store", "slurm-local")
     assert all(t.hardware.slurm_job_id for t in trials), [t.hardware for t in trials]
     assert store.load_registry().current.startswith(f"{manifest.run_id}/")
     assert re.search(r"cluster profile `slurm-local`", done.stdout)
