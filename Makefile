@@ -43,10 +43,12 @@ single: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## lint: ruff, the format, mypy, and the layers (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -60,7 +62,7 @@ repro: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py --threads 1
 	$(BIN)/python bench/orchestration.py
-	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/dashboard_load.py
 
 constraints: $(STAMP)
 	{ head -3 requirements/constraints.txt; $(BIN)/pip freeze --exclude-editable; } > requirements/constraints.tmp

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tcr_pipeline.config import PrepareParams, load_params
+from tcr_pipeline.config import PrepareParams, resolve_params
 from tcr_pipeline.files import write_json_atomic
 from tcr_pipeline.metrics import objective_value
 from tcr_pipeline.prepare import Prepared, prepare_dataset
@@ -65,7 +65,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    params = load_params(args.params if Path(args.params).exists() else None, {})
+    params = resolve_params(args.params)
     ks = [int(k) for k in args.folds.split(",")]
     repeats = args.repeats
     train = params.train.model_copy(update={"device": "cpu"})

@@ -42,7 +42,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -59,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import torch
 import yaml
@@ -897,37 +897,20 @@ def store_timings(work: Path, prepared_dir: Path, repeats: int = 20) -> dict[str
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    meminfo: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            meminfo[key] = value.strip()
-    except OSError:
-        pass
+    """The machine (bench/harness.py) and the versions of the orchestration stack."""
     import dask
     import distributed
     import prefect
     import prefect_dask
 
-    return {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_total": meminfo.get("MemTotal"),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "prefect": prefect.__version__,
-        "prefect_dask": getattr(prefect_dask, "__version__", "?"),
-        "dask": dask.__version__,
-        "distributed": distributed.__version__,
-        "dask_nanny_pre_spawn_environ": dask.config.get("distributed.nanny.pre-spawn-environ", {}),
-    }
+    return harness.machine_info(
+        torch=torch.__version__,
+        prefect=prefect.__version__,
+        prefect_dask=getattr(prefect_dask, "__version__", "?"),
+        dask=dask.__version__,
+        distributed=distributed.__version__,
+        dask_nanny_pre_spawn_environ=dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+    )
 
 
 def _f(value: float | None, fmt: str = ".2f") -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -62,11 +61,11 @@ def predict_file_all_at_once(
 def run_cli_all_at_once(args: list[str]) -> None:
     """``tcr-pipeline ARGS`` with ``predict_file`` replaced by :func:`predict_file_all_at_once`:
     the same process, imports, checks and summary line as the streaming command."""
-    from tcr_pipeline import cli
+    from tcr_cli import main, model_commands
 
-    cli.predict_file = predict_file_all_at_once  # type: ignore[assignment]
+    model_commands.predict_file = predict_file_all_at_once  # type: ignore[assignment]
     sys.argv = ["tcr-pipeline", *args]
-    cli.main()
+    main.main()
 
 
 def make_rows(raw: Path, rows: int, path: Path) -> None:
@@ -125,7 +124,7 @@ def measure(
     source = workdir / f"pairs_{rows}.csv"
     make_rows(raw, rows, source)
     script = Path(sys.executable).with_name("tcr-pipeline")  # the installed console script
-    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tcr_pipeline.cli"]
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tcr_cli"]
     outputs = {"streaming": workdir / "streamed.csv", "all_at_once": workdir / "all_at_once.csv"}
     commands = {
         "streaming": [
@@ -193,28 +192,6 @@ def measure(
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pandas": pd.__version__,
-    }
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -247,13 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.all_at_once_cli is not None:
         run_cli_all_at_once(args.all_at_once_cli)
         return 0
-    from tcr_pipeline.files import write_json_atomic
+    import torch
+    from harness import load_at_start, machine_info, results_header, write_results
 
     started = time.perf_counter()
-    load_before = os.getloadavg()
-    if load_before[0] > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: 1-minute load average {load_before[0]:.2f}: timings will be noisy")
-    info = machine_info()
+    load_before = load_at_start(print)
+    info = machine_info(
+        memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        torch=torch.__version__,
+        pandas=pd.__version__,
+    )
     print(f"machine: {info}")
     with tempfile.TemporaryDirectory(prefix="tcr-predict-memory-") as tmp:
         workdir = Path(tmp)
@@ -273,19 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         "streaming_rows_per_s_not_worse": all(s["rows_per_s_ratio"] >= 1.0 for s in sizes),
     }
     print(f"targets: {targets}")
-    results = {
-        "benchmark": "predict_memory",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "created_unix": time.time(),
-        "machine": info,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "sizes": sizes,
-        "targets": targets,
-        "load_average": {"start": load_before, "end": os.getloadavg()},
-        "total_seconds": time.perf_counter() - started,
-    }
-    write_json_atomic(args.out, results)
-    print(f"wrote {args.out} in {results['total_seconds']:.0f} s")
+    results = {**results_header("predict_memory", info, args), "sizes": sizes, "targets": targets}
+    write_results(args.out, results, load_before, started, print)
     return 0
 
 

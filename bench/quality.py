@@ -39,7 +39,7 @@ import torch
 
 from tcr_pipeline.baseline import fit_baseline
 from tcr_pipeline.comparison import paired_bootstrap, weighted_epitope_aucs
-from tcr_pipeline.config import Params, load_params
+from tcr_pipeline.config import Params, resolve_params
 from tcr_pipeline.data import load_pairs, tcr_keys
 from tcr_pipeline.files import sha256_file, write_json_atomic
 from tcr_pipeline.metrics import compute_metrics, epitope_aucs
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.folds = 2
         overrides |= {"search.max_evals": 2, "search.n_startup": 2, "train.epochs": 2}
-    params = load_params(args.params if Path(args.params).exists() else None, overrides)
+    params = resolve_params(args.params, overrides)
     if args.quick:  # every branch of the space trains for 2 epochs too
         space = params.search.model_copy(deep=True).space
         for dim in space.values():

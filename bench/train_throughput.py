@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import torch
 from rich.console import Console
@@ -426,31 +426,13 @@ def linear_fit(rows: list[dict[str, Any]], loop: str) -> dict[str, float] | None
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    """CPU model, cores, memory, versions and the device measured on."""
-    cpu = platform.processor() or "unknown"
-    meminfo: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            meminfo[key] = value.strip()
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_total": meminfo.get("MemTotal"),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "device": str(device),
-    }
+    """The machine (bench/harness.py), versions and the device measured on."""
+    info = harness.machine_info(
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        numpy=np.__version__,
+        device=str(device),
+    )
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda

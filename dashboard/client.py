@@ -1,6 +1,6 @@
 """Call a dashboard's callbacks over HTTP as the browser does, without a browser.
 
-Used by the tests and ``bench/dashboard.py``: a page load is the router callback followed by the
+Used by the tests and ``bench/dashboard_load.py``: a page load is the router callback followed by the
 page's callbacks, each one POST to ``/_dash-update-component`` through Flask's test client, so
 the time measured is the server's whole work for the request (routing, the callback, JSON).
 """

@@ -13,9 +13,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.search import resolve_params
 from tcr_pipeline.alerts import send_alerts
-from tcr_pipeline.config import AlertParams, MonitorParams
+from tcr_pipeline.config import AlertParams, MonitorParams, resolve_params
 from tcr_pipeline.monitoring import MonitoringReport, monitor_store, report_json, write_report
 from tcr_pipeline.store import Store
 

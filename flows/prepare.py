@@ -7,15 +7,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.search import resolve_params
+from tcr_pipeline.config import PrepareParams, resolve_params
 from tcr_pipeline.prepare import prepare_dataset
 
 
 @task(name="prepare-data", cache_policy=NO_CACHE)
 def prepare_task(raw: str, prepare: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Run the library's prepare stage; return its metadata."""
-    from tcr_pipeline.config import PrepareParams
-
     prepared = prepare_dataset(raw, PrepareParams.model_validate(prepare), out_dir)
     return prepared.meta
 

@@ -12,7 +12,6 @@ import math
 import os
 import secrets
 import socket
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -23,7 +22,7 @@ from prefect.futures import PrefectFuture, as_completed, wait
 from flows.runner import WorkerStartWatch, make_task_runner, plan_parallelism
 from tcr_pipeline.baseline import evaluate_baseline
 from tcr_pipeline.clusters import load_profile
-from tcr_pipeline.config import EvaluateParams, Params, PrepareParams, SearchParams, TrainParams, load_params
+from tcr_pipeline.config import EvaluateParams, PrepareParams, SearchParams, TrainParams, resolve_params
 from tcr_pipeline.data import load_pairs
 from tcr_pipeline.errors import InfrastructureError, InputError
 from tcr_pipeline.prepare import load_prepared
@@ -217,12 +216,6 @@ def _next_finished(
         if done:
             return next(iter(done))
     return next(iter(as_completed(futures)))
-
-
-def resolve_params(params_file: str | None, overrides: dict[str, Any]) -> Params:
-    """params.yaml (when it exists) with flow parameters on top."""
-    path = params_file if params_file and Path(params_file).exists() else None
-    return load_params(path, overrides)
 
 
 @flow(name="search")

@@ -210,6 +210,23 @@ class Params(_Section):
     monitor: MonitorParams = MonitorParams()
 
 
+PARAMS_FILE = "params.yaml"  # the configuration file a command or flow reads when none is named
+
+
+def resolve_params(
+    path: Path | str | None = PARAMS_FILE, overrides: dict[str, Any] | None = None, *, required: bool = False
+) -> Params:
+    """The configuration in force, the one place params.yaml is resolved (CLI, flows, benchmarks).
+
+    ``path``: the params file; a missing one means the defaults, unless ``required`` (a file the
+    user named on the command line: then it is an :class:`InputError`). None or "": the defaults.
+    ``overrides`` (dotted keys; None values are unset) go on top.
+    """
+    if not path or (not required and not Path(path).exists()):
+        path = None
+    return load_params(path, overrides)
+
+
 def load_params(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Params:
     """Read ``params.yaml`` (defaults when ``path`` is None) and apply dotted-key overrides."""
     raw: dict[str, Any] = {}

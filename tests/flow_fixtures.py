@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +67,19 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
+
+
+def run_search_process(
+    workdir: Path, cwd: Path, prefect_api: str, *options: object, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """A real ``tcr-pipeline search --no-promote`` on ``workdir``'s prepared data and params.yaml,
+    reporting to ``prefect_api``, with ``options`` (run id, store, budget, cluster); the finished
+    process and its wall time in seconds."""
+    command = [
+        sys.executable, "-m", "tcr_cli", "search", "--prepared", str(workdir / "prepared"),
+        "--params", str(workdir / "params.yaml"), "--no-promote", *map(str, options),
+    ]  # fmt: skip
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NO_COLOR": "1", "COLUMNS": "400"}
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return done, time.monotonic() - started

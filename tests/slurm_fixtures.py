@@ -1,8 +1,7 @@
 """Whether a SLURM cluster can take jobs here, as a fixture: skip without one, fail without one in CI.
 
-Tests that need SLURM use ``@pytest.mark.usefixtures("slurm_node")`` after
-``from slurm_fixtures import slurm_node``. This belongs in ``tests/conftest.py`` (pytest loads
-fixtures from there without an import); it lives here until that move.
+Tests that need SLURM use ``@pytest.mark.usefixtures("slurm_node")`` (conftest.py loads this
+module as a plugin).
 """
 
 from __future__ import annotations

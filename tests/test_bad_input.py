@@ -1,7 +1,7 @@
 """A hostile user's bad input, through the real command line: exit status 2, one line, no traceback,
 and nothing written: no input, device node or other file changed, no file left behind.
 
-Every case runs ``tcr_pipeline.cli.main`` in-process (``run_cli``: an exception escaping it fails
+Every case runs ``tcr_cli.main.main`` in-process (``run_cli``: an exception escaping it fails
 the test, as it would print a traceback). The commands that run Prefect flows must refuse the
 input before any Prefect server or Dask cluster starts: that is why these cases take milliseconds.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import invoke_main
+from cli_fixtures import invoke_main
 
 from tcr_pipeline.store import RunManifest, Store, TrialRecord, check_store
 
@@ -268,7 +268,7 @@ def test_a_lower_max_evals_on_resume_is_refused(place: Place) -> None:
 @pytest.mark.slow
 def test_an_input_error_inside_a_flow_is_one_line(prefect_api: str, place: Place, tmp_path: Path) -> None:
     """Found only once the flow runs (the tensors file is truncated): still one line, no traceback."""
-    from conftest import run_cli_process
+    from cli_fixtures import run_cli_process
 
     prepared = tmp_path / "prepared"
     shutil.copytree(place.prepared, prepared)

@@ -1,9 +1,9 @@
 """The command line: bad input exits with status 2 and one line naming file, row and column,
 never a traceback; `predict` never leaves a partial output; every command has --help.
 
-Most tests call ``tcr_pipeline.cli.main`` in-process (see ``run_cli`` in conftest.py: an
+Most tests call ``tcr_cli.main.main`` in-process (see ``run_cli`` in cli_fixtures.py: an
 exception escaping it fails the test, as it would print a traceback); one test runs real
-``python -m tcr_pipeline.cli`` processes to check the exit status and streams a shell sees.
+``python -m tcr_cli`` processes to check the exit status and streams a shell sees.
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pytest
 import typer
+from bad_inputs import BAD_INPUTS, FILE_LEVEL_BAD_INPUTS, ROW_LEVEL_BAD_INPUTS, BadInput, case_id
 
-from tcr_pipeline import cli
+import tcr_cli.main as cli
 from tcr_pipeline.bundle import load_bundle, predict_file
 from tcr_pipeline.config import PrepareParams
 from tcr_pipeline.files import sha256_file
 from tcr_pipeline.prepare import prepare_dataset
 
 if TYPE_CHECKING:
-    from conftest import BadInput, CliResult, FailingRuns
+    from cli_fixtures import CliResult
+    from cli_process_fixtures import FailingRuns
 
     RunCli = Callable[..., CliResult]
 
@@ -57,6 +59,7 @@ def test_validate_accepts_the_shipped_file(run_cli: RunCli, shipped_csv: Path) -
     assert "valid" in result.stderr
 
 
+@pytest.mark.parametrize("bad_input", BAD_INPUTS, ids=case_id)
 def test_validate_reports_bad_input(run_cli: RunCli, tmp_path: Path, bad_input: BadInput) -> None:
     path = bad_input.make(_inputs(tmp_path))
     result = run_cli("validate", path)
@@ -91,6 +94,7 @@ def test_validate_summary_is_one_line_for_long_paths(run_cli: RunCli, tmp_path: 
 # ---- prepare ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("bad_input", BAD_INPUTS, ids=case_id)
 def test_prepare_rejects_bad_input(run_cli: RunCli, tmp_path: Path, bad_input: BadInput) -> None:
     path = bad_input.make(_inputs(tmp_path))
     result = run_cli("prepare", "--data", path, "--out", tmp_path / "prepared")
@@ -165,6 +169,7 @@ def test_show_prints_the_card(run_cli: RunCli, tmp_path: Path, tiny_bundle: Path
 # ---- predict ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("file_level_bad_input", FILE_LEVEL_BAD_INPUTS, ids=case_id)
 def test_predict_refuses_unreadable_input(
     run_cli: RunCli, tmp_path: Path, tiny_bundle: Path, file_level_bad_input: BadInput
 ) -> None:
@@ -176,6 +181,7 @@ def test_predict_refuses_unreadable_input(
     assert not output.parent.exists() or list(output.parent.iterdir()) == []  # no temporary file either
 
 
+@pytest.mark.parametrize("row_level_bad_input", ROW_LEVEL_BAD_INPUTS, ids=case_id)
 def test_predict_reports_bad_rows_and_scores_the_others(
     run_cli: RunCli, tmp_path: Path, tiny_bundle: Path, row_level_bad_input: BadInput
 ) -> None:
@@ -269,7 +275,7 @@ def test_real_processes_exit_2_with_one_line_and_no_traceback(failing_cli_proces
 
     `prepare` and `predict` get their status 2 from ``main()`` turning an InputError into one
     line (`validate` raises typer.Exit(2) itself, which the in-process tests cover exactly).
-    The processes start with the session (see conftest.run_failing_processes).
+    The processes start with the session (see cli_process_fixtures.run_failing_processes).
     """
     runs = failing_cli_processes
     for name, result in runs.results.items():

@@ -26,7 +26,7 @@ from tcr_pipeline.clusters import (
 from tcr_pipeline.errors import InputError
 
 if TYPE_CHECKING:
-    from conftest import CliResult
+    from cli_fixtures import CliResult
 
 SHIPPED = ["local", "slurm-local", "slurm-cpu", "slurm-gpu", "slurm-gpu-apptainer"]
 SLURM_SHIPPED = ["slurm-local", "slurm-cpu", "slurm-gpu", "slurm-gpu-apptainer"]
@@ -462,8 +462,8 @@ def test_the_apptainer_definition_installs_the_project_with_the_constraints() ->
     assert "torch==2.13.0+cpu" in constraints  # the version the default build installs
     # everything `pip install .[flows]` needs is copied in, from the repository root
     copied = [line.split()[0] for line in sections["%files"]]
-    assert copied == ["pyproject.toml", "README.md", "requirements/constraints.txt", "tcr_pipeline", "flows",
-                      "dashboard"]  # fmt: skip
+    assert copied == ["pyproject.toml", "README.md", "requirements/constraints.txt",
+                      "tcr_pipeline", "tcr_cli", "flows", "dashboard"]  # fmt: skip
     for path in copied:
         assert (SHIPPED_DIR.parents[1] / path).exists(), path
     post = sections["%post"]

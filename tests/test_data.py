@@ -1,23 +1,20 @@
 """Validation of pair tables: every problem as ``file:row:column: message`` (row = file line).
 
 The table of bad inputs (one case per kind of problem, with comments) is ``BAD_INPUTS`` in
-conftest.py; it is shared with test_cli.py, which feeds the same files to the command line.
+bad_inputs.py; it is shared with test_cli.py, which feeds the same files to the command line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
+from bad_inputs import BAD_INPUTS, BadInput, case_id
 
 from tcr_pipeline.data import COLUMNS, Problem, load_pairs, tcr_keys, validate_file
 from tcr_pipeline.errors import InputError
-
-if TYPE_CHECKING:
-    from conftest import BadInput
 
 
 def test_shipped_file_is_valid(shipped_csv: Path) -> None:
@@ -37,6 +34,7 @@ def test_shipped_file_loads_typed(shipped_frame: pd.DataFrame) -> None:
     assert (per_tcr["sum"] == 1).all()
 
 
+@pytest.mark.parametrize("bad_input", BAD_INPUTS, ids=case_id)
 def test_bad_input_is_reported_where_it_is(bad_input: BadInput, tmp_path: Path) -> None:
     path = bad_input.make(tmp_path)
     problems = validate_file(path)
@@ -94,11 +92,17 @@ def test_label_not_required_for_unlabelled_tables(tmp_path: Path, shipped_csv: P
     assert validate_file(path, require_label=False) == []
 
 
-def test_clone_id_required_only_when_used(tmp_path: Path, shipped_csv: Path) -> None:
+def _five_rows_one_without_clone_id(directory: Path, shipped_csv: Path) -> Path:
+    """The shipped file's first five rows, the third (file line 4) with an empty clone_id."""
     raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(5)
     raw.loc[2, "clone_id"] = ""
-    path = tmp_path / "pairs.csv"
+    path = directory / "pairs.csv"
     raw.to_csv(path, index=False)
+    return path
+
+
+def test_clone_id_required_only_when_used(tmp_path: Path, shipped_csv: Path) -> None:
+    path = _five_rows_one_without_clone_id(tmp_path, shipped_csv)
     assert validate_file(path) == []
     assert [(p.row, p.column) for p in validate_file(path, require_clone_id=True)] == [(4, "clone_id")]
     with pytest.raises(InputError, match=r":4:clone_id: empty value"):
@@ -106,10 +110,7 @@ def test_clone_id_required_only_when_used(tmp_path: Path, shipped_csv: Path) -> 
 
 
 def test_empty_clone_id_loads_as_nan(tmp_path: Path, shipped_csv: Path) -> None:
-    raw = pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(5)
-    raw.loc[2, "clone_id"] = ""
-    path = tmp_path / "pairs.csv"
-    raw.to_csv(path, index=False)
+    path = _five_rows_one_without_clone_id(tmp_path, shipped_csv)
     assert validate_file(path) == []
     frame = load_pairs(path)
     assert np.isnan(frame.loc[2, "clone_id"])

@@ -30,9 +30,10 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_fixtures import wait_for_url
 from test_workflows import run_cluster_run_step
 
-from tcr_pipeline.store import Store
+from tcr_pipeline.store import RunManifest, Store, TrialRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = ROOT / "deployments"
@@ -237,25 +238,19 @@ def test_settings_file_fills_in_what_the_caller_left_unset(tmp_path: Path) -> No
 def test_run_sh_without_a_server_says_so(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TCR_"))}
     env |= {"PREFECT_HOME": str(tmp_path), "TCR_ENV_FILE": "/dev/null"}
-    done = subprocess.run(
-        ["bash", str(DEPLOYMENTS / "run.sh"), "tcr-pipeline/full"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 3
-    assert "PREFECT_API_URL is not set" in done.stderr
-
-    done = subprocess.run(
-        ["bash", str(DEPLOYMENTS / "run.sh"), "no-slash"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2
-    assert "FLOW/DEPLOYMENT" in done.stderr
+    for deployment, status, message in (
+        ("tcr-pipeline/full", 3, "PREFECT_API_URL is not set"),
+        ("no-slash", 2, "FLOW/DEPLOYMENT"),
+    ):
+        done = subprocess.run(
+            ["bash", str(DEPLOYMENTS / "run.sh"), deployment],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == status, done.stderr
+        assert message in done.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,15 +307,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         )  # fmt: skip
     worker = None
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (logs / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the Prefect server did not answer within 180 s"
-                time.sleep(0.5)
+        wait_for_url(
+            f"{env['PREFECT_API_URL']}/health",
+            server,
+            180,
+            "the Prefect server",
+            lambda: (logs / "server.log").read_text()[-3000:],
+        )
         for attempt in (1, 2):  # the second time it only updates: deploy.sh is idempotent
             done = subprocess.run(
                 ["bash", str(DEPLOYMENTS / "deploy.sh")],
@@ -391,6 +384,18 @@ def _explain(done: subprocess.CompletedProcess[str], env: dict[str, str]) -> str
     )
 
 
+def _completed_run(root: Path, cluster: str) -> tuple[Store, RunManifest, list[TrialRecord]]:
+    """The one run of the store at ``root``: completed on ``cluster``, both its trials ok."""
+    store = Store(root)
+    (manifest,) = store.list_runs()
+    assert manifest.status == "completed"
+    assert manifest.cluster == cluster
+    trials = store.list_trials(manifest.run_id)
+    assert len(trials) == 2
+    assert all(t.status == "ok" for t in trials)
+    return store, manifest, trials
+
+
 def _tiny_args(tiny: dict[str, Path], name: str) -> list[str]:
     root = tiny["root"]
     return [
@@ -411,13 +416,7 @@ def test_full_deployment_runs_to_completion_and_promotes(lab: dict[str, str], ti
     assert done.returncode == 0, _explain(done, lab)
     seconds = time.monotonic() - started
 
-    store = Store(tiny["root"] / "local" / "store")
-    (manifest,) = store.list_runs()
-    assert manifest.status == "completed"
-    assert manifest.cluster == "local"
-    trials = store.list_trials(manifest.run_id)
-    assert len(trials) == 2
-    assert all(t.status == "ok" for t in trials)
+    store, manifest, _ = _completed_run(tiny["root"] / "local" / "store", "local")
     registry = store.load_registry()
     assert registry.current is not None
     assert registry.current.startswith(f"{manifest.run_id}/")
@@ -557,13 +556,7 @@ def test_full_deployment_on_the_dev_slurm(lab: dict[str, str], tiny: dict[str, P
     done = run_sh(lab, "tcr-pipeline/full", *_tiny_args(tiny, "slurm"),
                   "--param", "cluster=slurm-local", "--param", "parallelism=2")  # fmt: skip
     assert done.returncode == 0, _explain(done, lab)
-    store = Store(tiny["root"] / "slurm" / "store")
-    (manifest,) = store.list_runs()
-    assert manifest.status == "completed"
-    assert manifest.cluster == "slurm-local"
-    trials = store.list_trials(manifest.run_id)
-    assert len(trials) == 2
-    assert all(t.status == "ok" for t in trials)
+    store, manifest, trials = _completed_run(tiny["root"] / "slurm" / "store", "slurm-local")
     assert all(t.hardware.slurm_job_id for t in trials), [t.hardware for t in trials]
     assert store.load_registry().current.startswith(f"{manifest.run_id}/")
     assert re.search(r"cluster profile `slurm-local`", done.stdout)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tcr_pipeline import cli
+from tcr_cli import interruption
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import check_output_target, write_atomic
 
@@ -67,9 +67,9 @@ def test_a_signal_mid_write_leaves_no_temporary_file(tmp_path: Path, signum: sig
         tmp.write_text("half of it")
         os.kill(os.getpid(), signum)  # delivered here, in the main thread
 
-    with cli._stop_on_signals(), pytest.raises(KeyboardInterrupt, match=signum.name):
+    with interruption.stop_on_signals(), pytest.raises(KeyboardInterrupt, match=signum.name):
         write_atomic(target, write)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv"]
     assert target.read_text() == "previous\n"
     assert stat.S_ISREG(target.stat().st_mode)
-    assert signal.getsignal(signal.SIGTERM) is not cli._interrupt  # handlers restored after the command
+    assert signal.getsignal(signal.SIGTERM) is not interruption.interrupt  # restored after the command

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from flow_fixtures import run_search_process
 
 from tcr_pipeline.store import Store
 
@@ -83,7 +84,7 @@ def test_sigkill_mid_search_then_resume(prefect_api: str, workdir: Path) -> None
     store = Store(workdir / "store-kill")
     max_evals = 6
     command = [
-        sys.executable, "-m", "tcr_pipeline.cli", "search",
+        sys.executable, "-m", "tcr_cli", "search",
         "--run-id", "run-kill", "--store", str(store.root), "--max-evals", str(max_evals),
         "--parallelism", "2", "--prepared", str(workdir / "prepared"),
         "--params", str(workdir / "params.yaml"),
@@ -179,16 +180,11 @@ def test_workers_that_cannot_reach_the_api_stop_the_search_non_zero(prefect_api:
         )
     )
     store = Store(workdir / "store-unreachable")
-    command = [
-        sys.executable, "-m", "tcr_pipeline.cli", "search",
-        "--run-id", "run-unreachable", "--store", str(store.root), "--max-evals", "4",
-        "--parallelism", "2", "--cluster", str(profile), "--prepared", str(workdir / "prepared"),
-        "--params", str(workdir / "params.yaml"), "--no-promote",
-    ]  # fmt: skip
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NO_COLOR": "1", "COLUMNS": "300"}
-    started = time.monotonic()
-    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
-    seconds = time.monotonic() - started
+    done, seconds = run_search_process(
+        workdir, workdir, prefect_api,
+        "--run-id", "run-unreachable", "--store", store.root, "--max-evals", 4,
+        "--parallelism", 2, "--cluster", profile, timeout=400,
+    )  # fmt: skip
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: search stopped: "), done.stderr[-3000:]

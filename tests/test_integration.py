@@ -1,13 +1,13 @@
 """End to end through the command line: prepare → train → evaluate → predict, whole shipped CSV.
 
-The pipelines are ``PIPELINES`` in conftest.py, each in its own working directory without a
-params.yaml (so the library defaults apply):
+The pipelines are ``PIPELINES`` in cli_process_fixtures.py, each in its own working directory
+without a params.yaml (so the library defaults apply):
 
 ``paper``    paper encoding, random split, clone_id as a feature, small model; every stage a
-             real ``python -m tcr_pipeline.cli`` process (started with the session, as each
+             real ``python -m tcr_cli`` process (started with the session, as each
              process spends seconds importing torch)
 ``default``  one-hot encoding, split by TCR, medium model; every stage through the same entry
-             point, ``tcr_pipeline.cli.main``, in-process
+             point, ``tcr_cli.main.main``, in-process
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import torch
 from tcr_pipeline.bundle import ModelCard, build_card_model, load_bundle, predict_frame
 
 if TYPE_CHECKING:
-    from conftest import PipelineRun
+    from cli_process_fixtures import PipelineRun
 
 PIPELINE_NAMES = ("paper", "default")
-BAD_ROW = 2  # conftest.PREDICT_BAD_ROW: its CDR3β is CASSX1F
+BAD_ROW = 2  # cli_process_fixtures.PREDICT_BAD_ROW: CDR3β CASSX1F
 
 
 @pytest.fixture(params=PIPELINE_NAMES)

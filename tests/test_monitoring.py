@@ -503,7 +503,7 @@ def test_the_monitor_flow_writes_the_report_and_posts_the_alert(
 def test_the_monitor_command_exits_0_when_healthy_and_1_on_an_alert(
     prefect_api: str, store: Store, monitored: Monitored, tmp_path: Path
 ) -> None:
-    from conftest import invoke_main
+    from cli_fixtures import invoke_main
 
     log_stream(store, from_training(monitored.train, seed=10))
     healthy = invoke_main(["monitor", "--store", store.root], tmp_path)
@@ -520,7 +520,7 @@ def test_the_monitor_command_exits_0_when_healthy_and_1_on_an_alert(
 
 
 def test_the_monitor_command_refuses_a_store_without_a_model(prefect_api: str, tmp_path: Path) -> None:
-    from conftest import invoke_main
+    from cli_fixtures import invoke_main
 
     result = invoke_main(["monitor", "--store", tmp_path / "empty"], tmp_path)
     assert result.code == 2, result.output

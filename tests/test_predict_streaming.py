@@ -26,7 +26,7 @@ from tcr_pipeline.data import read_table, read_table_chunks
 from tcr_pipeline.store.querylog import read_queries
 
 if TYPE_CHECKING:
-    from conftest import CliResult
+    from cli_fixtures import CliResult
 
     RunCli = Callable[..., CliResult]
 
@@ -173,7 +173,7 @@ def test_sigint_to_a_real_process_leaves_the_target(
     tmp_path: Path, tiny_bundle: Path, small_csv: Path
 ) -> None:
     """A real ``tcr-pipeline predict`` process gets SIGINT once its temporary output exists."""
-    from conftest import cli_command, cli_env
+    from cli_fixtures import cli_command, cli_env
 
     frame = pd.read_csv(small_csv, dtype=str, keep_default_na=False)
     source = tmp_path / "pairs.csv"

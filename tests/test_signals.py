@@ -14,12 +14,11 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import cli_command, cli_env
+from cli_fixtures import cli_command, cli_env, wait_for_url
 
 from tcr_pipeline.store import Store
 
@@ -181,15 +180,13 @@ def test_the_dashboard_stops_on_a_signal_even_when_started_with_sigint_ignored(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # what a non-interactive `&` does
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                assert process.poll() is None, process.communicate()[1][-3000:]
-                assert time.monotonic() < deadline, "the dashboard did not start"
-                time.sleep(0.3)
+        wait_for_url(
+            f"http://127.0.0.1:{port}/",
+            process,
+            120,
+            "the dashboard",
+            lambda: process.communicate()[1][-3000:],
+        )
         os.kill(process.pid, signum)
         _, stderr = process.communicate(timeout=STOP_WITHIN_S)
     finally:

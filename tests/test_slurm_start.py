@@ -6,14 +6,12 @@ without SLURM, failed without it when ``$CI`` is set.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from flow_fixtures import run_search_process
 
 from tcr_pipeline.clusters import SHIPPED_DIR
 from tcr_pipeline.store import Store
@@ -51,16 +49,11 @@ def test_worker_jobs_that_die_at_start_stop_the_search_with_their_log(
     path = tmp_path / f"{case}.yaml"
     path.write_text(yaml.safe_dump(profile))
     store = Store(tmp_path / "store")
-    command = [
-        sys.executable, "-m", "tcr_pipeline.cli", "search",
-        "--run-id", case, "--store", str(store.root), "--max-evals", "2",
-        "--parallelism", "1", "--cluster", str(path), "--prepared", str(workdir / "prepared"),
-        "--params", str(workdir / "params.yaml"), "--no-promote",
-    ]  # fmt: skip
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NO_COLOR": "1", "COLUMNS": "400"}
-    started = time.monotonic()
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    seconds = time.monotonic() - started
+    done, seconds = run_search_process(
+        workdir, tmp_path, prefect_api,
+        "--run-id", case, "--store", store.root, "--max-evals", 2, "--parallelism", 1, "--cluster", path,
+        timeout=300,
+    )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-4000:]
     # the timeout, plus the flow's start and the cluster's close; not "forever"

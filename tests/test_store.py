@@ -199,7 +199,7 @@ def test_valid_run_ids(run_id: str) -> None:
 
 def test_runs_and_store_check_on_a_damaged_store(tmp_path: Path) -> None:
     """`runs` lists what it can read; `store check` names the damage; `--mark` fixes stale runs."""
-    from conftest import invoke_main
+    from cli_fixtures import invoke_main
 
     store = Store(tmp_path / "store")
     _two_trials(store)

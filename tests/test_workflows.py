@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import textwrap
@@ -122,10 +121,7 @@ def run_cluster_run_step(
     def fill(value: object) -> str:
         return EXPRESSION.sub(lambda m: values[m[1]].get(m[2], ""), str(value))
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "ssh").write_text(FAKE_SSH)
-    (bin_dir / "ssh").chmod(0o755)
+    bin_dir = _fake_ssh_dir(tmp_path)
     runner_temp = tmp_path / "runner-temp"
     runner_temp.mkdir(exist_ok=True)
     summary = tmp_path / "step-summary.md"
@@ -159,6 +155,34 @@ def run_cluster_run_step(
         ssh_args=ssh_log.read_text().splitlines() if ssh_log.exists() else [],
         key_mode=key_mode.read_text().strip() if key_mode.exists() else None,
         runner_temp=runner_temp,
+    )
+
+
+def _fake_ssh_dir(tmp_path: Path) -> Path:
+    """A directory holding the ``ssh`` stand-in (FAKE_SSH), to put first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    return bin_dir
+
+
+def _ssh_run(tmp_path: Path, args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """deployments/ssh-run.sh ARGS with the ``ssh`` stand-in, ``env`` on top of this environment."""
+    bin_dir = _fake_ssh_dir(tmp_path)
+    return subprocess.run(
+        ["bash", str(ROOT / "deployments" / "ssh-run.sh"), *args],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "TCR_SSH_TARGET": "me@login",
+            "FAKE_SSH_LOG": str(tmp_path / "ssh-args"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -401,26 +425,8 @@ def test_cluster_run_says_which_secrets_are_missing(tmp_path: Path, stub_checkou
 def test_ssh_run_quotes_arguments_for_the_remote_shell(tmp_path: Path, stub_checkout: Path) -> None:
     """Whatever the arguments, run.sh on the login node receives them as given."""
     argv_file = tmp_path / "argv.json"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ssh").write_text(FAKE_SSH)
-    (bin_dir / "ssh").chmod(stat.S_IRWXU)
     tricky = ["search/search-only", "--param", "run_id=a b", "--param", "x=$(touch pwned) \"q\" 's' ; |"]
-    done = subprocess.run(
-        ["bash", str(ROOT / "deployments" / "ssh-run.sh"), *tricky],
-        cwd=tmp_path,
-        env={
-            **os.environ,
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "TCR_SSH_TARGET": "me@login",
-            "TCR_REMOTE_DIR": str(stub_checkout),
-            "FAKE_SSH_LOG": str(tmp_path / "ssh-args"),
-            "STUB_ARGV": str(argv_file),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _ssh_run(tmp_path, tricky, TCR_REMOTE_DIR=str(stub_checkout), STUB_ARGV=str(argv_file))
     assert done.returncode == 0, done.stderr
     assert json.loads(argv_file.read_text()) == tricky
     assert not (tmp_path / "pwned").exists()
@@ -431,26 +437,13 @@ def test_ssh_run_expands_a_home_relative_checkout_on_the_login_node(
     tmp_path: Path, stub_checkout: Path
 ) -> None:
     argv_file = tmp_path / "argv.json"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ssh").write_text(FAKE_SSH)
-    (bin_dir / "ssh").chmod(stat.S_IRWXU)
     home = stub_checkout.parent  # "login node" (with its space) stands for the remote $HOME
-    done = subprocess.run(
-        ["bash", str(ROOT / "deployments" / "ssh-run.sh"), "tcr-pipeline/full"],
-        cwd=tmp_path,
-        env={
-            **os.environ,
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "HOME": str(home),
-            "TCR_SSH_TARGET": "me@login",
-            "TCR_REMOTE_DIR": f"~/{stub_checkout.name}",
-            "FAKE_SSH_LOG": str(tmp_path / "ssh-args"),
-            "STUB_ARGV": str(argv_file),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = _ssh_run(
+        tmp_path,
+        ["tcr-pipeline/full"],
+        HOME=str(home),
+        TCR_REMOTE_DIR=f"~/{stub_checkout.name}",
+        STUB_ARGV=str(argv_file),
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(argv_file.read_text()) == ["tcr-pipeline/full"]

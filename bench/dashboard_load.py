@@ -32,16 +32,14 @@
    logging those rows to the query log (``tcr_pipeline.store.querylog.log_prediction``, what
    ``predict --log`` adds).
 
-Run ``python bench/dashboard.py --help``; see ``bench/README.md``.
+Run ``python bench/dashboard_load.py --help``; see ``bench/README.md``.
 """
 
 from __future__ import annotations
 
-# ruff: noqa: E402  (the imports after the sys.path fix below must come after it)
 import argparse
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -51,12 +49,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-# This file is bench/dashboard.py, and Python puts its folder first on the path: without this,
-# `import dashboard` would import this script instead of the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
+import dash
 import numpy as np
 import pandas as pd
+import plotly
+from harness import load_at_start, machine_info, results_header, write_results
 from rich.console import Console
 from rich.table import Table
 
@@ -67,7 +64,6 @@ from dashboard.data import Dashboard
 from dashboard.pages import PAGES as DASHBOARD_PAGES
 from tcr_pipeline.bundle import load_bundle, predict_file
 from tcr_pipeline.config import EvaluateParams, PrepareParams, TrainParams
-from tcr_pipeline.files import write_json_atomic
 from tcr_pipeline.prepare import prepare_dataset
 from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.store import (
@@ -508,7 +504,7 @@ def cli_throughput(raw: Path, bundle: Path, rows: int, repeats: int, workdir: Pa
     source = workdir / f"pairs_{rows}.csv"
     sample.to_csv(source, index=False)
     script = Path(sys.executable).with_name("tcr-pipeline")  # the installed console script
-    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tcr_pipeline.cli"]
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tcr_cli"]
     command = [
         *launcher,
         "predict",
@@ -526,7 +522,7 @@ def cli_throughput(raw: Path, bundle: Path, rows: int, repeats: int, workdir: Pa
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
     started = time.perf_counter()
-    startup = subprocess.run([sys.executable, "-c", "import tcr_pipeline.cli"], cwd=workdir)
+    startup = subprocess.run([sys.executable, "-c", "import tcr_cli.main"], cwd=workdir)
     import_s = time.perf_counter() - started
     assert startup.returncode == 0
     bundle_obj = load_bundle(bundle)
@@ -554,28 +550,6 @@ def cli_throughput(raw: Path, bundle: Path, rows: int, repeats: int, workdir: Pa
 
 
 # ----------------------------------------------------------------------------- output
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import dash
-    import plotly
-
-    return {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "dash": dash.__version__,
-        "plotly": plotly.__version__,
-    }
 
 
 def _ms(seconds: float) -> str:
@@ -667,12 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.pop(QUERY_LOG_ENV, None)
     started = time.perf_counter()
-    load_before = os.getloadavg()
-    if load_before[0] > 0.5 * (os.cpu_count() or 1):
-        console.print(
-            f"[yellow]warning: 1-minute load average {load_before[0]:.2f}: timings will be noisy[/yellow]"
-        )
-    info = machine_info()
+    load_before = load_at_start(console.print)
+    info = machine_info(dash=dash.__version__, plotly=plotly.__version__)
     console.print(f"[bold]machine[/bold]: {info}")
     root = args.keep or Path(tempfile.mkdtemp(prefix="tcr-dash-bench-"))
     try:
@@ -775,11 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     console.print(f"targets: {verdicts}")
     results = {
-        "benchmark": "dashboard",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "created_unix": time.time(),
-        "machine": info,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        **results_header("dashboard", info, args),
         "store": built,
         "process_start": startup,
         "pages": rows,
@@ -787,18 +753,8 @@ def main(argv: list[str] | None = None) -> int:
         "cli_predict": cli,
         "cold_load_bytes": transfer,
         "targets": verdicts,
-        "load_average": {"start": load_before, "end": os.getloadavg()},
-        "total_seconds": time.perf_counter() - started,
     }
-    write_json_atomic(args.out, results)
-    console.print(
-        "load average (1, 5, 15 min): start "
-        + ", ".join(f"{v:.2f}" for v in load_before)
-        + "; end "
-        + ", ".join(f"{v:.2f}" for v in results["load_average"]["end"])
-        + f" on {os.cpu_count()} CPUs"
-    )
-    console.print(f"wrote {args.out} in {results['total_seconds']:.0f} s")
+    write_results(args.out, results, load_before, started, console.print)
     return 0
 
 
