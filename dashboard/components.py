@@ -1,4 +1,4 @@
-"""Small pure builders of HTML components shared by the pages (tables, badges, notes)."""
+"""Small pure builders of HTML components shared by the pages (tables, badges, notes, controls)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from dash.development.base_component import Component
 
 from dashboard.data import Reference
 from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
+
+CURVE_METRICS = {  # the per-epoch curves a page can plot
+    "val_roc_auc": "validation ROC-AUC",
+    "val_mean_epitope_auc": "validation mean epitope AUC",
+    "val_precision": "validation precision",
+    "val_recall": "validation recall",
+    "val_accuracy": "validation accuracy",
+    "val_paper_objective": "validation paper objective",
+}
 
 
 def changed(new: Any, old: Any) -> Any:
@@ -265,3 +274,17 @@ def reference_block(
     parts.append(table_)
     kwargs: dict[str, Any] = {"id": id} if id else {}
     return html.Div(parts, **kwargs)
+
+
+def dropdown_control(label: str, id: str, wide: bool = False, **options: Any) -> html.Label:
+    """A labelled dropdown that always holds a value (``options``: ``options=``, ``value=`` …)."""
+    return html.Label(
+        [label, dcc.Dropdown(id=id, clearable=False, **options)],
+        className="control wide" if wide else "control",
+    )
+
+
+def curve_metric_control(label: str, id: str) -> html.Label:
+    """A dropdown of the per-epoch curve metrics, validation ROC-AUC first."""
+    options = [{"label": v, "value": k} for k, v in CURVE_METRICS.items()]
+    return dropdown_control(label, id, options=options, value="val_roc_auc")

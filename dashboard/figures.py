@@ -878,6 +878,14 @@ def service_health(health: pd.DataFrame, thresholds: Mapping[str, float]) -> go.
     health = health.sort_values("created")
     x = _utc(health["created"])
     layout = _panels(("logged rows in the window", "invalid-row rate", "request latency p95 (ms)"))
+
+    def line(column: str, name: str, color: str, hover: str, panel: int) -> go.Scatter:
+        values = pd.to_numeric(health[column], errors="coerce").to_numpy(dtype=float)
+        return go.Scatter(
+            x=x, y=values, mode="lines+markers", name=name, line={"color": color}, showlegend=False,
+            hovertemplate=f"%{{x}}<br>{hover}<extra></extra>", **_axes(panel),
+        )  # fmt: skip
+
     traces = [
         go.Bar(
             x=x,
@@ -888,26 +896,8 @@ def service_health(health: pd.DataFrame, thresholds: Mapping[str, float]) -> go.
             hovertemplate="%{x}<br>%{y} rows<extra></extra>",
             **_axes(1),
         ),
-        go.Scatter(
-            x=x,
-            y=pd.to_numeric(health["invalid_rate"], errors="coerce").to_numpy(dtype=float),
-            mode="lines+markers",
-            name="invalid rate",
-            line={"color": COLORS[1]},
-            showlegend=False,
-            hovertemplate="%{x}<br>%{y:.1%} invalid<extra></extra>",
-            **_axes(2),
-        ),
-        go.Scatter(
-            x=x,
-            y=pd.to_numeric(health["latency_p95_ms"], errors="coerce").to_numpy(dtype=float),
-            mode="lines+markers",
-            name="p95 latency",
-            line={"color": COLORS[2]},
-            showlegend=False,
-            hovertemplate="%{x}<br>p95 %{y:.0f} ms<extra></extra>",
-            **_axes(3),
-        ),
+        line("invalid_rate", "invalid rate", COLORS[1], "%{y:.1%} invalid", 2),
+        line("latency_p95_ms", "p95 latency", COLORS[2], "p95 %{y:.0f} ms", 3),
     ]
     shapes = []
     for col, key in ((2, "invalid_rate"), (3, "latency_p95_ms")):

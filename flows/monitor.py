@@ -15,8 +15,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tcr_pipeline.alerts import send_alerts
 from tcr_pipeline.config import AlertParams, MonitorParams, resolve_params
-from tcr_pipeline.monitoring import MonitoringReport, monitor_store, report_json, write_report
-from tcr_pipeline.store import Store
+from tcr_pipeline.monitoring import monitor_store
+from tcr_pipeline.store import MonitoringReport, Store, report_json, write_report
 
 
 @task(name="monitoring-report", cache_policy=NO_CACHE)

@@ -39,7 +39,7 @@ def monitor(
 ) -> None:
     """Compare recent queries with the model's training data, write a report, alert; exit 1 on an alert."""
     from flows.monitor import monitor_flow
-    from tcr_pipeline.monitoring import EXIT_CODES
+    from tcr_pipeline.store import EXIT_CODES
 
     # checked here, before a Prefect server starts
     result_store = existing_store(store)

@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from tcr_pipeline.config import AlertParams, EmailParams
-from tcr_pipeline.monitoring import Check, Delivery, MonitoringReport
+from tcr_pipeline.store import Check, Delivery, MonitoringReport
 
 WEBHOOK_ENV = "TCR_ALERT_WEBHOOK"
 logger = logging.getLogger("tcr_pipeline.alerts")

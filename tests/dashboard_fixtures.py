@@ -38,11 +38,11 @@ from tcr_pipeline.config import (
     TrainParams,
 )
 from tcr_pipeline.data import load_pairs, tcr_keys
-from tcr_pipeline.monitoring import MonitoringReport, monitor_store, write_report
+from tcr_pipeline.monitoring import monitor_store
 from tcr_pipeline.prepare import prepare_dataset
 from tcr_pipeline.search import SearchDriver, promote_best, register_top, run_trial
 from tcr_pipeline.splits import split_pairs
-from tcr_pipeline.store import RunManifest, Store, TrialRecord, now
+from tcr_pipeline.store import MonitoringReport, RunManifest, Store, TrialRecord, now, write_report
 from tcr_pipeline.store.querylog import QueryLog, queries_from_result, query_log_path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import pytest
 
 from tcr_pipeline.alerts import WEBHOOK_ENV, alert_payload, send_alerts
 from tcr_pipeline.config import AlertParams, EmailParams
-from tcr_pipeline.monitoring import Check, MonitoringReport, Window
+from tcr_pipeline.store import Check, MonitoringReport, Window
 
 CREATED = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 SINCE = CREATED - timedelta(hours=3)

@@ -45,16 +45,19 @@ from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import MonitorParams
 from tcr_pipeline.data import COLUMNS, load_pairs
 from tcr_pipeline.genes import normalise_gene
-from tcr_pipeline.monitoring import MonitoringReport, list_reports, monitor_store, write_report
+from tcr_pipeline.monitoring import monitor_store
 from tcr_pipeline.store import (
+    MonitoringReport,
     Promotion,
     Store,
     StoreReader,
     TrialRecord,
     counted_attempt,
     data_versions,
+    list_reports,
     new_attempt_id,
     now,
+    write_report,
 )
 from tcr_pipeline.store.querylog import QUERY_LOG_ENV, log_prediction
 from tcr_pipeline.store.run_data import epitope_counts, epitope_positives, example_rows, sampler_counts

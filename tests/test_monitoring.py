@@ -24,28 +24,33 @@ from tcr_pipeline.alerts import WEBHOOK_ENV
 from tcr_pipeline.bundle import load_bundle, predict_frame
 from tcr_pipeline.config import EvaluateParams, ModelParams, MonitorParams, PrepareParams, TrainParams
 from tcr_pipeline.data import TCR_COLUMNS, load_pairs
+from tcr_pipeline.dataversion import DataVersion, data_version, stamp_data_version
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import sha256_file
 from tcr_pipeline.monitoring import (
-    Check,
-    DataVersion,
-    MonitoringReport,
     build_report,
     carry_since,
-    data_version,
-    latest_report,
-    list_reports,
     monitor_store,
     recent_queries,
     reference_profile,
     save_reference,
-    stamp_data_version,
-    write_report,
 )
 from tcr_pipeline.prepare import prepare_dataset
 from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.splits import split_pairs
-from tcr_pipeline.store import Registry, RegistryEntry, RunManifest, Store, TrialRecord, data_versions
+from tcr_pipeline.store import (
+    Check,
+    MonitoringReport,
+    Registry,
+    RegistryEntry,
+    RunManifest,
+    Store,
+    TrialRecord,
+    data_versions,
+    latest_report,
+    list_reports,
+    write_report,
+)
 from tcr_pipeline.store.querylog import QUERY_LOG_ENV, NewQuery, QueryLog, log_prediction, query_log_path
 
 # ruff: noqa: F811  (webhook, imported from test_alerts, is a parameter here)

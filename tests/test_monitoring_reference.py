@@ -16,20 +16,20 @@ from tcr_pipeline.config import EvaluateParams, ModelParams, MonitorParams, Prep
 from tcr_pipeline.data import TCR_COLUMNS, load_pairs, tcr_keys
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import sha256_file
-from tcr_pipeline.monitoring import (
-    ReferenceProfile,
-    load_reference,
-    monitor_store,
-    reference_path,
-    reference_profile,
-    save_reference,
-)
+from tcr_pipeline.monitoring import monitor_store, reference_profile, save_reference
 from tcr_pipeline.monitoring.statistics import normalise_names
 from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.search import register_top
 from tcr_pipeline.splits import split_pairs
-from tcr_pipeline.store import RegistryEntry, Store, TrialRecord
+from tcr_pipeline.store import (
+    ReferenceProfile,
+    RegistryEntry,
+    Store,
+    TrialRecord,
+    load_reference,
+    reference_path,
+)
 
 # ruff: noqa: F811  (monitored and store, imported from test_monitoring, are parameters here)
 

@@ -13,7 +13,7 @@ from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
 from dashboard import figures
-from dashboard.components import changed, graph, key_values, note
+from dashboard.components import changed, dropdown_control, graph, key_values, note
 from dashboard.data import Dashboard, metric_value
 from tcr_pipeline.metrics import confusion_matrix, epitope_aucs
 from tcr_pipeline.store import RegistryEntry, RunManifest
@@ -31,9 +31,7 @@ def layout(**_: Any) -> html.Div:
             html.H2("Class balance"),
             html.Div(
                 [
-                    html.Label(
-                        ["model", dcc.Dropdown(id="balance-model", clearable=False)], className="control wide"
-                    ),
+                    dropdown_control("model", "balance-model", wide=True),
                     html.Label(
                         [
                             "epitopes of",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, State, dcc, html
+from dash import Input, Output, State, html
 from dash.development.base_component import Component
 
 from dashboard import figures
@@ -13,6 +13,7 @@ from dashboard.components import (
     changed,
     column,
     data_grid,
+    dropdown_control,
     graph,
     grid_value,
     key_values,
@@ -43,9 +44,7 @@ def layout(**_: Any) -> html.Div:
             html.H2("Registered models"),
             html.Div(id="models-table"),
             html.H2("Results"),
-            html.Label(
-                ["model", dcc.Dropdown(id="models-choice", clearable=False)], className="control wide"
-            ),
+            dropdown_control("model", "models-choice", wide=True),
             html.Div(id="models-details"),
         ]
     )

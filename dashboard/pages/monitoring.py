@@ -16,7 +16,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.development.base_component import Component
 
 from dashboard import figures
-from dashboard.components import badge, changed, graph, key_values, note, table
+from dashboard.components import badge, changed, dropdown_control, graph, key_values, note, table
 from dashboard.data import Dashboard
 from dashboard.tables import alert_table, drift_table, health_table
 from tcr_pipeline.errors import InputError
@@ -49,10 +49,7 @@ def layout(**_: Any) -> html.Div:
             html.Div(id="monitoring-status"),
             html.H2("Drift per feature over time"),
             html.Div(
-                html.Label(
-                    ["statistic", dcc.Dropdown(id="monitoring-statistic", clearable=False)],
-                    className="control wide",
-                ),
+                dropdown_control("statistic", "monitoring-statistic", wide=True),
                 className="controls",
             ),
             graph("monitoring-drift"),

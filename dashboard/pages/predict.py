@@ -14,7 +14,7 @@ import pandas as pd
 from dash import Input, Output, State, dcc, html, no_update
 from dash.development.base_component import Component
 
-from dashboard.components import changed, column, data_grid, note
+from dashboard.components import changed, column, data_grid, dropdown_control, note
 from dashboard.data import Dashboard
 from dashboard.prediction import Limits, TableError, answer_rows, answers_frame, parse_table, rows_to_csv
 from tcr_pipeline.errors import InputError
@@ -41,9 +41,7 @@ def layout(**_: Any) -> html.Div:
             ),
             html.Div(
                 [
-                    html.Label(
-                        ["model", dcc.Dropdown(id="predict-model", clearable=False)], className="control wide"
-                    ),
+                    dropdown_control("model", "predict-model", wide=True),
                     html.Button(
                         "Example rows", id="predict-example", n_clicks=0, className="button secondary"
                     ),

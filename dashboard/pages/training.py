@@ -12,20 +12,12 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dcc, html
 
 from dashboard import figures
-from dashboard.components import changed, graph
+from dashboard.components import changed, curve_metric_control, dropdown_control, graph
 from dashboard.data import Dashboard
 from tcr_pipeline.store import RunManifest, TrialRecord
 
 PATH = "/training"
 NAME = "Training"
-CURVE_METRICS = {
-    "val_roc_auc": "validation ROC-AUC",
-    "val_mean_epitope_auc": "validation mean epitope AUC",
-    "val_precision": "validation precision",
-    "val_recall": "validation recall",
-    "val_accuracy": "validation accuracy",
-    "val_paper_objective": "validation paper objective",
-}
 DEFAULT_TRIALS = 3
 
 
@@ -35,9 +27,7 @@ def layout(**_: Any) -> html.Div:
             html.H2("Training"),
             html.Div(
                 [
-                    html.Label(
-                        ["run", dcc.Dropdown(id="training-run", clearable=False)], className="control"
-                    ),
+                    dropdown_control("run", "training-run"),
                     html.Label(
                         [
                             "trials",
@@ -45,18 +35,7 @@ def layout(**_: Any) -> html.Div:
                         ],
                         className="control wide",
                     ),
-                    html.Label(
-                        [
-                            "metric",
-                            dcc.Dropdown(
-                                id="training-metric",
-                                options=[{"label": v, "value": k} for k, v in CURVE_METRICS.items()],
-                                value="val_roc_auc",
-                                clearable=False,
-                            ),
-                        ],
-                        className="control",
-                    ),
+                    curve_metric_control("metric", "training-metric"),
                     dcc.Checklist(
                         id="training-options",
                         options=[

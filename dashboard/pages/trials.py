@@ -18,7 +18,16 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.development.base_component import Component
 
 from dashboard import figures
-from dashboard.components import changed, column, data_grid, graph, grid_value, note
+from dashboard.components import (
+    changed,
+    column,
+    curve_metric_control,
+    data_grid,
+    dropdown_control,
+    graph,
+    grid_value,
+    note,
+)
 from dashboard.data import (
     Dashboard,
     Importance,
@@ -28,7 +37,7 @@ from dashboard.data import (
     positive_rate,
     trial_key,
 )
-from dashboard.pages.training import CURVE_METRICS, run_options, trials_frame
+from dashboard.pages.training import run_options, trials_frame
 from tcr_pipeline.metrics import HEADLINE_METRICS
 from tcr_pipeline.store import TrialRecord
 
@@ -69,18 +78,7 @@ def layout(**_: Any) -> html.Div:
             html.H2("Compare the selected trials"),
             html.Div(
                 [
-                    html.Label(
-                        [
-                            "curve metric",
-                            dcc.Dropdown(
-                                id="trials-metric",
-                                options=[{"label": v, "value": k} for k, v in CURVE_METRICS.items()],
-                                value="val_roc_auc",
-                                clearable=False,
-                            ),
-                        ],
-                        className="control",
-                    ),
+                    curve_metric_control("curve metric", "trials-metric"),
                     dcc.Checklist(
                         id="trials-log",
                         options=[{"label": " loss on a log scale", "value": "log"}],
@@ -95,7 +93,7 @@ def layout(**_: Any) -> html.Div:
             graph("trials-compare-metrics"),
             html.Div(id="trials-compare-table"),
             html.H2("Hyperparameters → objective"),
-            html.Label(["run", dcc.Dropdown(id="trials-run", clearable=False)], className="control"),
+            dropdown_control("run", "trials-run"),
             graph("trials-parallel"),
             graph("trials-importance"),
             html.P(

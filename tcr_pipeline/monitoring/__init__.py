@@ -14,82 +14,35 @@ concern a module:
 - :mod:`~tcr_pipeline.monitoring.checks` — input, prediction, concept and health checks (pure);
 - :mod:`~tcr_pipeline.monitoring.report` — a report from its parts, and from a store.
 
-DVC data versions are :mod:`tcr_pipeline.dataversion`; the dashboard's tables over reports are
-``dashboard/tables.py``. Nothing here imports Prefect; ``flows/monitor.py`` wraps it.
+The report and profile records are the store's (:mod:`tcr_pipeline.store.reports`, importable
+from :mod:`tcr_pipeline.store`); DVC data versions are :mod:`tcr_pipeline.dataversion`; the
+dashboard's tables over reports are ``dashboard/tables.py``. Nothing here imports Prefect;
+``flows/monitor.py`` wraps it.
 """
 
-from tcr_pipeline.dataversion import (
-    DataVersion,
-    data_version,
-    dvc_file_md5,
-    stamp_data_version,
-)
 from tcr_pipeline.monitoring.checks import concept_checks, health_checks, input_checks, prediction_checks
 from tcr_pipeline.monitoring.reference import build_reference, reference_profile, save_reference
 from tcr_pipeline.monitoring.report import build_report, carry_since, monitor_store
 from tcr_pipeline.monitoring.statistics import binned, chi_square_p, length_bins, psi
 from tcr_pipeline.monitoring.window import queries_frame, recent_queries, service_health
-from tcr_pipeline.store.reports import (
-    EXIT_CODES,
-    Check,
-    Delivery,
-    Health,
-    Labels,
-    MonitoringReport,
-    ReferenceProfile,
-    Window,
-    latest_report,
-    list_reports,
-    load_reference,
-    load_report,
-    monitoring_dir,
-    reference_path,
-    report_json,
-    report_name,
-    report_names,
-    write_reference,
-    write_report,
-)
 
 __all__ = [
-    "EXIT_CODES",
-    "Check",
-    "DataVersion",
-    "Delivery",
-    "Health",
-    "Labels",
-    "MonitoringReport",
-    "ReferenceProfile",
-    "Window",
     "binned",
     "build_reference",
     "build_report",
     "carry_since",
     "chi_square_p",
     "concept_checks",
-    "data_version",
     "dvc_file_md5",
     "health_checks",
     "input_checks",
-    "latest_report",
     "length_bins",
-    "list_reports",
-    "load_reference",
-    "load_report",
     "monitor_store",
-    "monitoring_dir",
     "prediction_checks",
     "psi",
     "queries_frame",
     "recent_queries",
-    "reference_path",
     "reference_profile",
-    "report_json",
-    "report_name",
-    "report_names",
     "save_reference",
     "service_health",
-    "stamp_data_version",
-    "write_reference",
-    "write_report",
 ]
