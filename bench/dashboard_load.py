@@ -59,7 +59,7 @@ from rich.table import Table
 
 from dashboard import figures
 from dashboard.app import create_app
-from dashboard.client import DashClient
+from dashboard.client import DashClient, chromium_options
 from dashboard.data import Dashboard
 from dashboard.pages import PAGES as DASHBOARD_PAGES
 from tcr_pipeline.bundle import load_bundle, predict_file
@@ -376,23 +376,8 @@ def _chromium(profile: Path) -> Any:
     """A fresh headless Chromium, its cache disabled (selenium, as the browser tests)."""
     from selenium import webdriver
     from selenium.webdriver.common.desired_capabilities import DesiredCapabilities
-    from selenium.webdriver.remote.remote_connection import RemoteConnection
 
-    RemoteConnection.set_timeout(120)
-    options = webdriver.ChromeOptions()
-    options.binary_location = os.environ.get("TCR_CHROMIUM", "/usr/bin/chromium")
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--window-size=1400,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
+    options = chromium_options(profile)
     driver = webdriver.Chrome(options=options, desired_capabilities=DesiredCapabilities.CHROME.copy())
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})

@@ -7,11 +7,30 @@ the time measured is the server's whole work for the request (routing, the callb
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dash
 from flask.testing import FlaskClient
+
+CHROMIUM_ENV = "TCR_CHROMIUM"  # the Chromium binary of the browser tests and the load benchmark
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+# Chromium as root needs --no-sandbox; the rest keep it from calling out of a closed network.
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
 
 
 @dataclass(frozen=True)
@@ -207,3 +226,25 @@ def component_values(tree: Any) -> dict[str, Any]:
 
     walk(tree)
     return found
+
+
+def chromium_binary() -> str:
+    """The Chromium the browser tests and ``bench/dashboard_load.py`` drive (``$TCR_CHROMIUM``)."""
+    return os.environ.get(CHROMIUM_ENV, DEFAULT_CHROMIUM)
+
+
+def chromium_options(profile: Path) -> Any:
+    """Selenium options for a fresh headless Chromium with its profile in ``profile``.
+
+    Also sets selenium's HTTP timeout: selenium 3.141 (what dash[testing] allows with urllib3 2)
+    passes urllib3 an ``object()`` as its default timeout, which urllib3 2 rejects.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.remote.remote_connection import RemoteConnection
+
+    RemoteConnection.set_timeout(120)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium_binary()
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return options

@@ -115,6 +115,15 @@ def dashboard(search: SearchStore) -> Dashboard:
     return ctx
 
 
+def fresh_client(root: Path) -> DashClient:
+    """An HTTP client of a new app over ``root``, loaded, whose every read refreshes the store."""
+    app = create_app(root)
+    app.server.config["tcr_dashboard"].reader.min_interval = 0
+    client = DashClient(app)
+    client.load()
+    return client
+
+
 # ---------------------------------------------------------------------------------------------
 # The store reader: same answers as the store, reading only what changed
 # ---------------------------------------------------------------------------------------------
@@ -1026,11 +1035,7 @@ def test_every_page_opens_over_http(copied_store: SearchStore) -> None:
 
 
 def test_the_refresh_tick_updates_only_when_the_store_changed(copied_store: SearchStore) -> None:
-    app = create_app(copied_store.root)
-    ctx: Dashboard = app.server.config["tcr_dashboard"]
-    ctx.reader.min_interval = 0
-    client = DashClient(app)
-    client.load()
+    client = fresh_client(copied_store.root)
     version = client.open_page("/")["store-version.data"]
     assert version > 0
     tick = {"refresh-interval.n_intervals": 1, "store-version.data": version}
@@ -1330,11 +1335,7 @@ def add_drifted_report(search: SearchStore) -> MonitoringReport:
 
 
 def test_the_monitoring_page_over_http_refreshes_on_a_new_report(monitored: SearchStore) -> None:
-    app = create_app(monitored.root)
-    ctx: Dashboard = app.server.config["tcr_dashboard"]
-    ctx.reader.min_interval = 0
-    client = DashClient(app)
-    client.load()
+    client = fresh_client(monitored.root)
     values = client.open_page("/monitoring")
     assert "4 alert(s)" in json.dumps(values["monitoring-status.children"])
     assert "V_beta unseen rate" in json.dumps(values["monitoring-alerts.children"])

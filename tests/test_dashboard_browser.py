@@ -36,26 +36,13 @@ from dashboard_fixtures import (
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
+from dashboard.client import chromium_binary, chromium_options
 from tcr_pipeline.store import new_attempt_id, now
 from tcr_pipeline.store.querylog import QUERY_LOG_ENV
 
-CHROMIUM = os.environ.get("TCR_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = chromium_binary()
 CHROMEDRIVER = "chromedriver"
 INSTALL_HINT = "apt-get install chromium chromium-driver"
-# Chromium as root needs --no-sandbox; the rest keep it from calling out of a closed network.
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--disable-default-apps",
-    "--no-first-run",
-    "--window-size=1400,1000",
-)
 WIDTH = 1400
 PAGES = {
     "overview": ("/", "#overview-runs-table"),
@@ -115,17 +102,8 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     """dash.testing's Browser on headless Chromium."""
     require_browser()
     from dash.testing.browser import Browser
-    from selenium import webdriver
-    from selenium.webdriver.remote.remote_connection import RemoteConnection
 
-    # selenium 3.141 (what dash[testing] allows with urllib3 2) passes urllib3 an object() as its
-    # default timeout, which urllib3 2 rejects; a number works.
-    RemoteConnection.set_timeout(120)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options = chromium_options(tmp_path / "chromium-profile")
     with Browser(
         browser="Chrome",
         headless=False,  # --headless=new is among the flags
