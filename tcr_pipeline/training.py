@@ -75,11 +75,10 @@ def predict_scores(
 ) -> torch.Tensor:
     """Probabilities of binding for each row (evaluation mode, no gradients), on the CPU.
 
+    ``rows``: score only these rows of ``features``, indexed a batch at a time (no copy of them).
     An aligned model expands each row to ≈ 7 kB of residue vectors before its first layer: 8,192
     rows a batch keep that near 60 MB (65,536, the former default, took ≈ 0.5 GB at every epoch's
     validation once the validation split had that many rows).
-
-    ``rows``: score only these rows of ``features``, indexed a batch at a time (no copy of them).
     """
     model.eval()
     device = next(model.parameters()).device

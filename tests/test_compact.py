@@ -83,7 +83,7 @@ def test_training_on_codes_equals_training_on_float32_codes(aligned: Prepared, k
     )
 
 
-def test_folds_share_one_matrix_and_match_the_float_path(aligned: Prepared) -> None:
+def test_folds_match_the_float_path(aligned: Prepared) -> None:
     params = TrainParams(model=ModelParams(kind="small"), epochs=1, batch_size=64, folds=2, device="cpu")
     compact = train_model(aligned, params, EvaluateParams())
     floats = train_model(_as_float(aligned), params, EvaluateParams())
