@@ -162,9 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args._phase:
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args._phase:  # a phase's own process (run_phase)
         print(json.dumps(phase(json.loads(args._phase))))
         return 0
     started, load_before = time.perf_counter(), os.getloadavg()
