@@ -17,9 +17,16 @@ both. The epoch is additionally split into its training and its validation phase
 run time to timestamp the start of validation. Every run is preceded by one warm-up run of
 each loop; repeats alternate the order of the loops; the median over repeats is reported.
 
-Part 2 (scaling) trains ``train_model`` on synthetic data (one-hot-like features of the
-prepared data's width, 7 % positives, a random 80/10/10 split) of several sizes, each in a
-fresh subprocess so that its peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) is its own.
+Part 2 (scaling) trains on the default (aligned) encoding of the shipped data resampled to
+several sizes (rows drawn with replacement, a random 80/10/10 split), each in a fresh subprocess
+so that its peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) is its own, with
+
+* ours: this checkout's ``train_model`` on compact codes (uint8), batches indexed from the whole
+  matrix through row indices;
+* baseline: ``train_model`` of an earlier revision (``--baseline-rev``, default the commit before
+  compact features), extracted with ``git archive`` into a temporary directory and imported from
+  there: float32 codes, the training and validation splits copied out of the matrix;
+* straightforward (optional): the paper's DataLoader loop on float32 codes.
 
 Run ``python bench/train_throughput.py --help`` for the options; see ``bench/README.md``.
 """
@@ -27,6 +34,8 @@ Run ``python bench/train_throughput.py --help`` for the options; see ``bench/REA
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import json
 import math
 import os
@@ -59,11 +68,12 @@ from tcr_pipeline.prepare import Prepared, prepare_dataset
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RAW = ROOT / "data" / "raw" / "viral_pairs.csv"
 DEFAULT_OUT = ROOT / "bench" / "results" / "train_throughput.json"
-DEFAULT_SIZES = (125_000, 250_000, 500_000, 1_000_000)
+DEFAULT_SIZES = (125_000, 500_000, 1_000_000, 4_000_000)
 QUICK_SIZES = (10_000, 20_000)
 LOOPS = ("ours", "straightforward")
-POSITIVE_FRACTION = 0.07
-SYNTHETIC_EPITOPES = 14  # as many as the shipped data
+SCALING_LOOPS = ("ours", "baseline", "straightforward")
+BASELINE_REV = "06f2827"  # the last commit before compact features: float32 codes copied per split
+TARGET_BYTES_PER_ROW = 300  # peak RSS slope of ours (least squares over --sizes)
 MIB = 1024 * 1024
 TARGET_SPEEDUP = 3.0  # the project's target: ours ≥ 3× the straightforward loop (training rows/s)
 
@@ -93,10 +103,10 @@ def phase_clock(device: torch.device) -> Iterator[tuple[list[float], Callable[[i
     marks: list[float] = []
     phases: list[float] = []
 
-    def timed_predict(model: nn.Module, features: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
+    def timed_predict(*args: Any, **kwargs: Any) -> torch.Tensor:  # any version's signature
         _sync(device)
         marks.append(time.perf_counter())
-        return original(model, features, batch_size)
+        return original(*args, **kwargs)
 
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         ended = time.perf_counter()
@@ -146,7 +156,8 @@ def run_straightforward(prepared: Prepared, params: TrainParams, evaluate: Evalu
     y_val = prepared.labels[val_rows]
     val_epitopes = prepared.epitopes_of(val_rows)
 
-    model = build_model(prepared.features.shape[1], params.model).to(device)
+    spec = prepared.encoder.input_spec() if prepared.encoder is not None else None
+    model = build_model(prepared.features.shape[1], params.model, spec).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     out: dict[str, Any] = {"train_s": [], "val_s": [], "train_loss": []}
@@ -188,14 +199,14 @@ RUNNERS: dict[str, Callable[[Prepared, TrainParams, EvaluateParams], dict[str, A
 def bench_data_path(prepared: Prepared, device: str, repeats: int) -> dict[str, dict[str, float]]:
     """Seconds per epoch to produce the batches alone (no model), for both loops.
 
-    ours: ``train_model``'s sampling and indexing (multinomial order, ``x[batch]``, ``y[batch]``);
+    ours: ``train_model``'s sampling and indexing (multinomial order, rows of the whole matrix);
     straightforward: iterating the paper's DataLoader and moving each batch to the device.
     """
     dev = training.resolve_device(device)
     params = TrainParams(device=device)
     train_rows = prepared.rows("train")
     n_train = len(train_rows)
-    x_train, y_train = prepared.features[train_rows].to(dev), prepared.labels[train_rows].to(dev)
+    x_all, y_all, train_index = prepared.features.to(dev), prepared.labels.to(dev), train_rows.to(dev)
     weights = training.balanced_weights(prepared.labels[train_rows])
     generator = torch.Generator().manual_seed(params.seed)
     dataset = TensorDataset(prepared.features[train_rows], prepared.labels[train_rows])
@@ -205,8 +216,8 @@ def bench_data_path(prepared: Prepared, device: str, repeats: int) -> dict[str, 
     def ours() -> None:
         order = torch.multinomial(weights, n_train, replacement=True, generator=generator).to(dev)
         for start in range(0, n_train, params.batch_size):
-            batch = order[start : start + params.batch_size]
-            _ = x_train[batch], y_train[batch]
+            rows = train_index[order[start : start + params.batch_size]]
+            _ = x_all[rows], y_all[rows]
 
     def straightforward() -> None:
         for xb, yb in loader:
@@ -307,104 +318,124 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def synthetic_prepared(rows: int, feature_dim: int, ones_per_row: int, seed: int = 0) -> Prepared:
-    """``rows`` one-hot-like rows (``ones_per_row`` ones among ``feature_dim``), 7 % positive labels.
+def resampled_prepared(raw: Path, rows: int, seed: int = 0) -> Prepared:
+    """The shipped data prepared (default params: aligned codes) and resampled to ``rows`` rows.
 
-    Filled chunk by chunk so that building it never holds more than the tensor plus one chunk.
+    Rows are drawn with replacement (≈ 7 % positives as in the data) and get a random 80/10/10
+    split; the features keep the dtype this version's ``prepare`` gives them.
     """
-    generator = torch.Generator().manual_seed(seed)
-    features = torch.empty(rows, feature_dim, dtype=torch.float32)
-    chunk = 65536
-    for start in range(0, rows, chunk):
-        block = features[start : start + chunk]
-        block.zero_()
-        columns = torch.randint(0, feature_dim, (len(block), ones_per_row), generator=generator)
-        block.scatter_(1, columns, 1.0)
-    labels = (torch.rand(rows, generator=generator) < POSITIVE_FRACTION).float()
-    rng = np.random.default_rng(seed)
-    split = torch.from_numpy(rng.choice(3, size=rows, p=PrepareParams().fractions).astype(np.int8))
-    epitope = torch.from_numpy(rng.integers(0, SYNTHETIC_EPITOPES, size=rows))
-    names = [f"EPITOPE{i:02d}" for i in range(SYNTHETIC_EPITOPES)]
-    return Prepared(
-        features=features,
-        labels=labels,
-        split=split,
-        epitope=epitope,
-        epitope_names=names,
-        encoder=None,  # type: ignore[arg-type]  # train_model never touches the encoder
-        meta={"data_sha256": "synthetic", "rows": rows, "feature_dim": feature_dim},
+    with tempfile.TemporaryDirectory(prefix="tcr-bench-") as tmp:
+        base = prepare_dataset(raw, PrepareParams(), tmp)
+    pick = torch.from_numpy(np.random.default_rng(seed).integers(0, len(base.labels), size=rows))
+    split = np.random.default_rng(seed + 1).choice(3, size=rows, p=PrepareParams().fractions)
+    prepared = Prepared(
+        features=base.features[pick],
+        labels=base.labels[pick],
+        split=torch.from_numpy(split.astype(np.int8)),
+        epitope=base.epitope[pick],
+        epitope_names=base.epitope_names,
+        encoder=base.encoder,
+        meta={**base.meta, "rows": rows},
     )
+    del pick, base
+    return prepared
+
+
+def _tensor_bytes(prepared: Prepared) -> int:
+    tensors = (prepared.features, prepared.labels, prepared.split, prepared.epitope)
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def scaling_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """One scaling measurement, run in its own process (see ``--_worker``)."""
+    """One scaling measurement, run in its own process (see ``--_worker``).
+
+    ``loop`` baseline runs ``train_model`` as ``ours`` does: the parent put the baseline
+    revision's ``tcr_pipeline`` first on this process's path.
+    """
     device = training.resolve_device(spec["device"])
     if device.type == "cuda":
         torch.zeros(1, device=device)  # initialise the CUDA context before the baseline RSS
     rss_start, peak_start = _rss_now_mib(), _peak_rss_mib()
-    prepared = synthetic_prepared(spec["rows"], spec["feature_dim"], spec["ones_per_row"])
+    prepared = resampled_prepared(Path(spec["raw"]), spec["rows"])
+    if spec["loop"] == "straightforward":  # the paper's loop on the paper's float32 features
+        prepared = dataclasses.replace(prepared, features=prepared.features.float())
+    gc.collect()
     rss_data = _rss_now_mib()
     peak_data = _peak_rss_mib()
     params = TrainParams(model=ModelParams(kind=spec["model"]), epochs=spec["epochs"], device=spec["device"])
-    result = RUNNERS[spec["loop"]](prepared, params, EvaluateParams())
+    runner = RUNNERS["straightforward" if spec["loop"] == "straightforward" else "ours"]
+    result = runner(prepared, params, EvaluateParams())
     n_train = len(prepared.rows("train"))
     out = {
         **spec,
         "n_train": n_train,
         "n_val": len(prepared.rows("val")),
+        "feature_dtype": str(prepared.features.dtype).removeprefix("torch."),
         "train_s_per_epoch": statistics.median(result["train_s"]),
         "val_s_per_epoch": statistics.median(result["val_s"]),
         "train_rows_per_s": n_train / statistics.median(result["train_s"]),
         "features_mib": prepared.features.numel() * prepared.features.element_size() / MIB,
+        "data_bytes_per_row": _tensor_bytes(prepared) / spec["rows"],
         "rss_start_mib": rss_start,
         "peak_rss_start_mib": peak_start,
         "rss_after_data_mib": rss_data,
         "peak_rss_building_data_mib": peak_data,
         "peak_rss_mib": _peak_rss_mib(),
     }
+    out["training_bytes_per_row"] = (out["peak_rss_mib"] - rss_data) * MIB / spec["rows"]
     if device.type == "cuda":
         out["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated(device) / MIB
     return out
 
 
+def baseline_checkout(rev: str, into: Path) -> Path:
+    """``tcr_pipeline/`` of git revision ``rev`` of this repository, extracted under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "tcr_pipeline"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def bench_scaling(
-    sizes: list[int], loops: list[str], model: str, device: str, epochs: int, feature_dim: int, ones: int
+    sizes: list[int], loops: list[str], model: str, device: str, epochs: int, raw: Path, baseline_rev: str
 ) -> list[dict[str, Any]]:
     """Run :func:`scaling_worker` in a fresh interpreter per (size, loop)."""
     rows = []
-    for size in sizes:
-        for loop in loops:
-            spec = {
-                "rows": size,
-                "loop": loop,
-                "model": model,
-                "device": device,
-                "epochs": epochs,
-                "feature_dim": feature_dim,
-                "ones_per_row": ones,
-            }
-            started = time.perf_counter()
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    f"--threads={torch.get_num_threads()}",
-                    "--_worker",
-                    json.dumps(spec),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"scaling worker {spec} failed:\n{proc.stderr[-4000:]}")
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
-            row["wall_s"] = time.perf_counter() - started
-            console.log(
-                f"scaling {size:,} rows, {loop}: {row['train_s_per_epoch']:.2f} s/epoch, "
-                f"peak RSS {row['peak_rss_mib']:,.0f} MiB"
-            )
-            rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="tcr-baseline-") as tmp:
+        baseline = baseline_checkout(baseline_rev, Path(tmp)) if "baseline" in loops else None
+        for size in sizes:
+            for loop in loops:
+                spec = {"rows": size, "loop": loop, "model": model, "device": device, "epochs": epochs}
+                spec["raw"] = str(raw)
+                env = dict(os.environ)
+                if loop == "baseline":
+                    assert baseline is not None
+                    env["PYTHONPATH"] = os.pathsep.join([str(baseline), env.get("PYTHONPATH", "")])
+                    spec["revision"] = baseline_rev
+                started = time.perf_counter()
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        f"--threads={torch.get_num_threads()}",
+                        "--_worker",
+                        json.dumps(spec),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    env=env,
+                )
+                if proc.returncode != 0:
+                    raise RuntimeError(f"scaling worker {spec} failed:\n{proc.stderr[-4000:]}")
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                row["wall_s"] = time.perf_counter() - started
+                console.log(
+                    f"scaling {size:,} rows, {loop}: {row['train_s_per_epoch']:.2f} s/epoch, "
+                    f"peak RSS {row['peak_rss_mib']:,.0f} MiB"
+                )
+                rows.append(row)
     return rows
 
 
@@ -488,9 +519,12 @@ def print_data_path(data_path: dict[str, dict[str, float]], loop_rows: list[dict
 
 def print_scaling(rows: list[dict[str, Any]], fits: dict[str, dict[str, float] | None]) -> None:
     cuda = any("peak_cuda_allocated_mib" in r for r in rows)
-    table = Table(title="Part 2 — scaling on synthetic data (one subprocess per row)")
-    columns = ["rows", "loop", "train rows", "train s/epoch", "train rows/s", "val s/epoch"]
-    columns += ["features MiB", "RSS start MiB", "RSS after data", "peak RSS MiB", "peak − start"]
+    table = Table(
+        title="Part 2 — scaling on the resampled shipped data, aligned codes (one subprocess per row)"
+    )
+    columns = ["rows", "loop", "dtype", "train rows", "train s/epoch", "train rows/s", "val s/epoch"]
+    columns += ["features MiB", "data B/row", "RSS start MiB", "RSS after data", "peak RSS MiB"]
+    columns += ["peak − start", "training B/row"]
     columns += ["peak CUDA MiB"] if cuda else []
     for column in columns:
         table.add_column(column, justify="left" if column == "loop" else "right")
@@ -498,15 +532,18 @@ def print_scaling(rows: list[dict[str, Any]], fits: dict[str, dict[str, float] |
         cells = [
             f"{r['rows']:,}",
             r["loop"],
+            r.get("feature_dtype", ""),
             f"{r['n_train']:,}",
             f"{r['train_s_per_epoch']:.2f}",
             f"{r['train_rows_per_s']:,.0f}",
             f"{r['val_s_per_epoch']:.2f}",
             f"{r['features_mib']:,.0f}",
+            f"{r.get('data_bytes_per_row', math.nan):,.0f}",
             f"{r['rss_start_mib']:,.0f}",
             f"{r['rss_after_data_mib']:,.0f}",
             f"{r['peak_rss_mib']:,.0f}",
             f"{r['peak_rss_mib'] - r['rss_start_mib']:,.0f}",
+            f"{r.get('training_bytes_per_row', math.nan):,.0f}",
         ]
         if cuda:
             cells.append(f"{r.get('peak_cuda_allocated_mib', math.nan):,.0f}")
@@ -518,6 +555,25 @@ def print_scaling(rows: list[dict[str, Any]], fits: dict[str, dict[str, float] |
                 f"peak RSS ≈ {fit['intercept_mib']:,.0f} MiB + {fit['bytes_per_row']:,.0f} bytes/row "
                 f"({loop}, least squares, R² = {fit['r2']:.4f})"
             )
+    ours = fits.get("ours")
+    if ours is not None:
+        met = ours["bytes_per_row"] <= TARGET_BYTES_PER_ROW
+        console.print(
+            f"ours: {ours['bytes_per_row']:,.0f} bytes/row; target ≤ {TARGET_BYTES_PER_ROW}: "
+            + ("[green]met[/green]" if met else "[red]missed[/red]")
+        )
+    for size, ratio in scaling_speed(rows).items():
+        console.print(f"{size:,} rows: ours / baseline training rows/s = {ratio:.2f}x")
+
+
+def scaling_speed(rows: list[dict[str, Any]]) -> dict[int, float]:
+    """Training rows/s of ours over the baseline revision's, per size measured with both."""
+    by_key = {(r["rows"], r["loop"]): r["train_rows_per_s"] for r in rows}
+    return {
+        size: by_key[(size, "ours")] / by_key[(size, "baseline")]
+        for size, loop in by_key
+        if loop == "ours" and (size, "baseline") in by_key
+    }
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -536,27 +592,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=(
             "Benchmark tcr_pipeline.training.train_model against the paper's DataLoader loop "
             "(rows/s per epoch, same model, data and epochs), then its time per epoch and peak "
-            "memory on synthetic data of growing size."
+            "memory on the shipped data resampled to growing sizes, against an earlier revision."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per run in part 1")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per loop and model in part 1")
-    parser.add_argument("--models", type=_str_list, default="small,medium", help="model kinds, part 1")
+    parser.add_argument(
+        "--models", type=_str_list, default="small,medium", help="model kinds, part 1 (empty: skip part 1)"
+    )
     parser.add_argument(
         "--sizes",
         type=_int_list,
         default=",".join(map(str, DEFAULT_SIZES)),
-        help="comma-separated synthetic row counts for part 2 (empty string: skip part 2)",
+        help="comma-separated row counts for part 2 (empty string: skip part 2)",
     )
     parser.add_argument("--scaling-model", default="medium", help="model kind for part 2")
     parser.add_argument("--scaling-epochs", type=int, default=1, help="epochs per run in part 2")
     parser.add_argument(
         "--scaling-loops",
         type=_str_list,
-        default=",".join(LOOPS),
-        help="loops measured in part 2",
+        default="ours,baseline",
+        help=f"loops measured in part 2, of {', '.join(SCALING_LOOPS)}",
+    )
+    parser.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help="git revision whose tcr_pipeline/ is part 2's baseline (extracted with git archive)",
     )
     parser.add_argument(
         "--threads",
@@ -582,8 +645,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = {*args.models, args.scaling_model} - {"small", "medium", "large"}
     if unknown:
         parser.error(f"unknown model kind(s): {', '.join(sorted(unknown))}")
-    if set(args.scaling_loops) - set(LOOPS):
-        parser.error(f"--scaling-loops: choose from {', '.join(LOOPS)}")
+    if set(args.scaling_loops) - set(SCALING_LOOPS):
+        parser.error(f"--scaling-loops: choose from {', '.join(SCALING_LOOPS)}")
     if args.epochs < 1 or args.repeats < 1 or args.scaling_epochs < 1:
         parser.error("--epochs, --repeats and --scaling-epochs must be at least 1")
     return args
@@ -619,20 +682,21 @@ def main(argv: list[str] | None = None) -> int:
 
     loop_rows = bench_loops(prepared, args.models, str(device), args.epochs, args.repeats)
     ratios = speedups(loop_rows)
-    data_path = bench_data_path(prepared, str(device), args.repeats)
+    data_path = bench_data_path(prepared, str(device), args.repeats) if args.models else {}
     scaling_rows = bench_scaling(
         args.sizes,
         args.scaling_loops,
         args.scaling_model,
         str(device),
         args.scaling_epochs,
-        feature_dim,
-        ones_per_row,
+        args.raw,
+        args.baseline_rev,
     )
     fits = {loop: linear_fit(scaling_rows, loop) for loop in args.scaling_loops}
 
-    print_loops(loop_rows, ratios)
-    print_data_path(data_path, loop_rows)
+    if loop_rows:
+        print_loops(loop_rows, ratios)
+        print_data_path(data_path, loop_rows)
     for model, ratio in ratios.items():
         met = ratio["train_only"] >= TARGET_SPEEDUP
         console.print(
@@ -662,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
             "scaling_model": args.scaling_model,
             "scaling_epochs": args.scaling_epochs,
             "scaling_loops": args.scaling_loops,
+            "baseline_rev": args.baseline_rev,
             "quick": args.quick,
             "torch_threads": torch.get_num_threads(),
         },
@@ -674,6 +739,11 @@ def main(argv: list[str] | None = None) -> int:
         "data_path_only": data_path,
         "scaling": scaling_rows,
         "scaling_peak_rss_fit": fits,
+        "scaling_speed_ours_over_baseline": scaling_speed(scaling_rows),
+        "scaling_target": {
+            "bytes_per_row": TARGET_BYTES_PER_ROW,
+            "met": fits["ours"]["bytes_per_row"] <= TARGET_BYTES_PER_ROW if fits.get("ours") else None,
+        },
         "load_average": {"start": load_before, "end": os.getloadavg()},
         "total_seconds": time.perf_counter() - started,
     }

@@ -343,4 +343,7 @@ def load_pairs(path: Path | str, require_label: bool = True, require_clone_id: b
 
 def tcr_keys(frame: pd.DataFrame) -> pd.Series:
     """A string key per row identifying its αβ TCR (both CDR3s and all four genes)."""
-    return frame[list(TCR_COLUMNS)].astype(str).agg("|".join, axis=1)
+    key = frame[TCR_COLUMNS[0]].astype(str)
+    for column in TCR_COLUMNS[1:]:  # column-wise: a row-wise join took seconds per 100k rows
+        key = key + "|" + frame[column].astype(str)
+    return key.rename(None)

@@ -13,16 +13,18 @@ Three encodings:
     zeros for padding, and one-hot V/J genes and MHC with a final ``<unk>`` slot for a gene or
     MHC not seen when the encoder was fitted.
 ``aligned`` (default)
-    Integer codes in a documented fixed frame that does not depend on the training file:
-    CDR3α and CDR3β in :data:`CDR3_FRAME` (30) positions, the epitope in :data:`EPITOPE_FRAME`
-    (15), IMGT-style — the first ⌈L/2⌉ residues from the left end of the frame, the last ⌊L/2⌋
-    at its right end, the gap in the middle, so the conserved N- and C-terminal residues stay in
-    place whatever the length. Residues are 1–20 (0 = gap); genes are normalised with
-    tidytcells to IMGT gene level (``TRBV20-1``, ``TRBV20-01``, ``TRBV20-1*01`` are one gene) and
-    coded 1… in the fitted vocabulary (0 = unknown). The models turn codes into one-hot or BLOSUM62
-    vectors, k-mer counts or convolutions themselves (:mod:`tcr_pipeline.models`). The encoder
-    remembers what the training rows held, so anything a model never saw in training (a gene,
-    epitope, MHC, or a residue at a frame position) is a per-row *warning*.
+    Integer codes in a documented fixed frame that does not depend on the training file
+    (:mod:`tcr_pipeline.frames`): CDR3α and CDR3β in ``CDR3_FRAME`` (30) positions, the epitope in
+    ``EPITOPE_FRAME`` (15), IMGT-style — the first ⌈L/2⌉ residues from the left end of the frame,
+    the last ⌊L/2⌋ at its right end, the gap in the middle, so the conserved N- and C-terminal
+    residues stay in place whatever the length. Residues are 1–20 (0 = gap); genes are normalised
+    with tidytcells to IMGT gene level (``TRBV20-1``, ``TRBV20-01``, ``TRBV20-1*01`` are one gene)
+    and coded 1… in the fitted vocabulary (0 = unknown). The matrix holds the codes compactly, in
+    the smallest integer dtype (uint8 while every vocabulary has ≤ 255 names); the models turn
+    them into one-hot or BLOSUM62 vectors, k-mer counts or convolutions per batch, on the device
+    (:mod:`tcr_pipeline.models`). The encoder remembers what the training rows held, so anything
+    a model never saw in training (a gene, epitope, MHC, or a residue at a frame position) is a
+    per-row *warning*.
 
 What an encoder cannot represent is a per-row error, never a crash or silent garbage: a
 character outside the alphabet, or a sequence longer than the fitted maximum. Rows with an error
@@ -46,6 +48,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from tcr_pipeline.data import AMINO_ACIDS
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import write_text_atomic
+from tcr_pipeline.frames import ALIGNED_SEQUENCES, align_codes, code_dtype
+from tcr_pipeline.frames import CDR3_FRAME as CDR3_FRAME  # re-exported: the frame's documented here
+from tcr_pipeline.frames import EPITOPE_FRAME as EPITOPE_FRAME
 
 UNKNOWN = "<unk>"
 PAPER_GROUPS: tuple[tuple[str, ...], ...] = (
@@ -59,7 +64,8 @@ CATEGORY_FIELDS = ("V_alpha", "V_beta", "J_alpha", "J_beta", "MHC")
 
 @dataclass(frozen=True)
 class Encoded:
-    """Encoded rows: a float32 matrix and, per row, ``None`` or the reason it cannot be encoded.
+    """Encoded rows: a matrix (float32; aligned: integer codes) and, per row, ``None`` or the reason
+    it cannot be encoded.
 
     ``warnings`` (aligned encoding only) names, per row, what the model never saw in training.
     """
@@ -259,40 +265,13 @@ class OneHotEncoder(_EncoderBase):
         return frame
 
 
-CDR3_FRAME = 30  # residues: longer CDR3s are a per-row error (real CDR3β rarely exceed 25)
-EPITOPE_FRAME = 15  # residues: class I epitopes are 8–11, most class II cores fit
-ALIGNED_SEQUENCES = {"CDR3_alpha": CDR3_FRAME, "CDR3_beta": CDR3_FRAME, "Epitope": EPITOPE_FRAME}
 ALIGNED_CATEGORIES = ("V_alpha", "V_beta", "J_alpha", "J_beta", "MHC", "Epitope")
-
-
-def align_codes(values: list[str], frame: int, residues: str = AMINO_ACIDS) -> tuple[np.ndarray, np.ndarray]:
-    """IMGT-style aligned residue codes (1…20, 0 = gap) of each sequence in a ``frame``-wide row.
-
-    The first ⌈L/2⌉ residues fill the frame from the left, the last ⌊L/2⌋ from the right, so the
-    conserved ends keep their positions and the length difference becomes a central gap.
-    Returns the (n, frame) codes and each sequence's length (longer than ``frame``: all zero).
-    """
-    lookup = np.zeros(256, dtype=np.int64)
-    for i, c in enumerate(residues):
-        lookup[ord(c)] = i + 1
-    codes = np.zeros((len(values), frame), dtype=np.int64)
-    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
-    for row, value in enumerate(values):
-        length = len(value)
-        if length > frame or not value.isascii():
-            continue
-        raw = lookup[np.frombuffer(value.encode("ascii"), dtype=np.uint8)]
-        left = (length + 1) // 2
-        codes[row, :left] = raw[:left]
-        if length - left:
-            codes[row, frame - (length - left) :] = raw[left:]
-    return codes, lengths
 
 
 class AlignedEncoder(_EncoderBase):
     """Integer codes in a fixed IMGT-style frame, genes normalised by tidytcells (module docstring).
 
-    Column layout of :meth:`encode`'s matrix (float32 holding small integers): CDR3α
+    Column layout of :meth:`encode`'s matrix (integers of :attr:`code_dtype`): CDR3α
     (``CDR3_FRAME``), CDR3β (``CDR3_FRAME``), epitope (``EPITOPE_FRAME``), then one code each for
     V_alpha, V_beta, J_alpha, J_beta, MHC and the epitope as a category; clone_id last, if used.
     """
@@ -307,6 +286,14 @@ class AlignedEncoder(_EncoderBase):
     @property
     def dim(self) -> int:
         return sum(self.frames.values()) + len(ALIGNED_CATEGORIES) + int(self.use_clone_id)
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        """The dtype of :meth:`encode`'s matrix: the smallest integer type holding every code
+        (:func:`~tcr_pipeline.frames.code_dtype`); float32 with clone_id (a scaled float)."""
+        if self.use_clone_id:
+            return np.dtype(np.float32)
+        return code_dtype(max(len(self.residues), *(len(v) for v in self.vocabularies.values())))
 
     def input_spec(self) -> dict[str, object]:
         """What a model needs to know about the columns (stored on its card)."""
@@ -362,8 +349,8 @@ class AlignedEncoder(_EncoderBase):
                         f"{column}: residue(s) at frame position(s) {', '.join(map(str, positions))} "
                         "never seen there in training"
                     )
-            blocks.append(codes.astype(np.float32))
-        categories = np.zeros((n, len(ALIGNED_CATEGORIES)), dtype=np.float32)
+            blocks.append(codes.astype(self.code_dtype))
+        categories = np.zeros((n, len(ALIGNED_CATEGORIES)), dtype=self.code_dtype)
         for j, column in enumerate(ALIGNED_CATEGORIES):
             names, recognised = self.normalised(column, frame[column])
             code_of = {name: i + 1 for i, name in enumerate(self.vocabularies[column])}
@@ -375,9 +362,10 @@ class AlignedEncoder(_EncoderBase):
                 elif name not in trained:
                     notes[i].append(f"{column}: {name!r} never seen in training")
         blocks.append(categories)
-        blocks.append(self._clone_feature(frame, errors))
+        if self.use_clone_id:  # an empty float32 block would promote the codes to float32
+            blocks.append(self._clone_feature(frame, errors))
         features = np.concatenate(blocks, axis=1)
-        features[~np.array([e is None for e in errors], dtype=bool)] = 0.0
+        features[~np.array([e is None for e in errors], dtype=bool)] = 0
         warnings = ["; ".join(n) if n else None for n in notes]
         return Encoded(features, errors, warnings)
 

@@ -13,7 +13,7 @@ import torch
 
 from tcr_pipeline.config import PrepareParams
 from tcr_pipeline.data import COLUMNS, load_pairs, tcr_keys
-from tcr_pipeline.encoding import AnyEncoder, fit_encoder, load_encoder
+from tcr_pipeline.encoding import AlignedEncoder, AnyEncoder, fit_encoder, load_encoder
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import check_output_files, sha256_file, write_atomic, write_json_atomic
 from tcr_pipeline.splits import SPLITS, split_pairs
@@ -25,7 +25,11 @@ META_FILE = "meta.json"
 
 @dataclass(frozen=True)
 class Prepared:
-    """An encoded data set: features, labels, split (0/1/2), epitope index and TCR group per row."""
+    """An encoded data set: features, labels, split (0/1/2), epitope index and TCR group per row.
+
+    ``features`` of the aligned encoding are integer codes in the encoder's compact dtype (uint8
+    while every vocabulary has ≤ 255 names): 81 bytes per row, expanded per batch by the models.
+    """
 
     features: torch.Tensor
     labels: torch.Tensor
@@ -78,6 +82,7 @@ def encode_pairs(frame: pd.DataFrame, params: PrepareParams, data_sha256: str) -
         "params": params.model_dump(mode="json"),
         "rows": len(frame),
         "feature_dim": int(encoded.features.shape[1]),
+        "feature_dtype": str(encoded.features.dtype),
         "class_counts": class_counts(labels, split),
         "epitope_names": epitope_names,
     }
@@ -139,6 +144,17 @@ def read_prepared_meta(directory: Path | str) -> dict[str, Any]:
     return meta
 
 
+def compact_features(features: torch.Tensor, encoder: AnyEncoder) -> torch.Tensor:
+    """Aligned codes in the encoder's compact dtype (data prepared before it held float32 codes:
+    converted exactly, the models read the same integers); other encodings unchanged."""
+    if not isinstance(encoder, AlignedEncoder) or not features.is_floating_point():
+        return features
+    dtype = encoder.code_dtype
+    if dtype.kind == "f":
+        return features
+    return torch.from_numpy(np.rint(features.numpy()).astype(dtype))
+
+
 def load_prepared(directory: Path | str) -> Prepared:
     """Load what :func:`prepare_dataset` wrote (tensors load with ``weights_only=True``)."""
     directory = Path(directory)
@@ -153,13 +169,14 @@ def load_prepared(directory: Path | str) -> Prepared:
             f"{directory / TENSORS_FILE}: not readable prepared tensors ({exc.__class__.__name__}); "
             "run `tcr-pipeline prepare` again"
         ) from None
+    encoder = load_encoder(directory / ENCODER_FILE)
     return Prepared(
-        features=features,
+        features=compact_features(features, encoder),
         labels=labels,
         split=split,
         epitope=epitope,
         epitope_names=list(meta["epitope_names"]),
-        encoder=load_encoder(directory / ENCODER_FILE),
+        encoder=encoder,
         meta=meta,
         groups=tensors.get("groups"),
     )

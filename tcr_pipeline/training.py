@@ -8,8 +8,11 @@ scores of all pooled rows give the validation metrics — K times the rows of on
 split, so a trial's objective is far less noisy — and the bundle predicts with the mean
 probability of the K models (:class:`tcr_pipeline.models.Ensemble`).
 
-The loop keeps the whole training split on the device and indexes batches from it: no
-DataLoader, no per-sample Python work. Class balance is equivalent to the paper's
+The loop moves the whole feature matrix to the device once (a no-op on the CPU) and indexes
+each batch from it through row-index tensors: no DataLoader, no per-sample Python work, and no
+per-split or per-fold copy of the matrix. Aligned features are compact integer codes (one byte
+per column while every vocabulary has ≤ 255 names) that the model expands per batch, so training
+holds the codes plus a few bytes of row indices per row. Class balance is equivalent to the paper's
 ``WeightedRandomSampler``: each epoch draws ``n_train`` rows with replacement, with per-row
 weights summing to 1 and each class drawn with probability 1/2.
 """
@@ -67,14 +70,27 @@ def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
     return weights / weights.sum()
 
 
-def predict_scores(model: nn.Module, features: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
-    """Probabilities of binding for each row (evaluation mode, no gradients), on the CPU."""
+def predict_scores(
+    model: nn.Module, features: torch.Tensor, batch_size: int = 8192, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Probabilities of binding for each row (evaluation mode, no gradients), on the CPU.
+
+    ``rows``: score only these rows of ``features``, indexed a batch at a time (no copy of them).
+    An aligned model expands each row to ≈ 7 kB of residue vectors before its first layer: 8,192
+    rows a batch keep that near 60 MB (65,536, the former default, took ≈ 0.5 GB at every epoch's
+    validation once the validation split had that many rows).
+    """
     model.eval()
     device = next(model.parameters()).device
+    n = len(features) if rows is None else len(rows)
     out = []
     with torch.no_grad():
-        for start in range(0, len(features), batch_size):
-            batch = features[start : start + batch_size].to(device, non_blocking=True)
+        for start in range(0, n, batch_size):
+            if rows is None:
+                batch = features[start : start + batch_size]
+            else:
+                batch = features[rows[start : start + batch_size].to(features.device)]
+            batch = batch.to(device, non_blocking=True)
             out.append(torch.sigmoid(model(batch).squeeze(1)).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
@@ -94,7 +110,7 @@ def evaluate_model(
 ) -> dict[str, float]:
     """All metrics of ``model`` on one split of ``prepared``."""
     rows = prepared.rows(split)
-    scores = predict_scores(model, prepared.features[rows])
+    scores = predict_scores(model, prepared.features, rows=rows)
     return compute_metrics(
         prepared.labels[rows].numpy(), scores.numpy(), prepared.epitopes_of(rows), params.threshold
     )
@@ -126,8 +142,10 @@ def train_model(
     ``on_epoch(step, record)`` is called after every epoch of every fold: ``step`` counts epochs
     across folds (1 … folds × epochs) and ``record`` names its ``fold``.
     """
+    features = prepared.features.to(resolve_device(params.device))  # once for all folds
     if params.folds <= 1:
-        return train_once(prepared, params, evaluate, prepared.rows("train"), prepared.rows("val"), on_epoch)
+        train, val = prepared.rows("train"), prepared.rows("val")
+        return train_once(prepared, params, evaluate, train, val, on_epoch, features)
     started = time.perf_counter()
     pooled = torch.cat([prepared.rows("train"), prepared.rows("val")])
     fold = torch.from_numpy(fold_of_rows(prepared, pooled, params.folds, params.fold_seed))
@@ -143,7 +161,9 @@ def train_model(
                 callback(k * params.epochs + epoch, {**record, "fold": k + 1})
 
         results.append(
-            train_once(prepared, fold_params, evaluate, pooled[fold != k], pooled[fold == k], report)
+            train_once(
+                prepared, fold_params, evaluate, pooled[fold != k], pooled[fold == k], report, features
+            )
         )
     val_rows = torch.cat([r.val_rows for r in results if r.val_rows is not None])
     val_scores = torch.cat([r.val_scores for r in results if r.val_scores is not None])
@@ -169,16 +189,21 @@ def train_once(
     train_rows: torch.Tensor,
     val_rows: torch.Tensor,
     on_epoch: EpochCallback | None = None,
+    features: torch.Tensor | None = None,
 ) -> TrainResult:
-    """Train one fresh model on ``train_rows``; curves and the best epoch on ``val_rows``."""
+    """Train one fresh model on ``train_rows``; curves and the best epoch on ``val_rows``.
+
+    Batches are indexed from the whole of ``features`` (default: ``prepared.features`` moved to
+    the device; pass it already there to share it between folds) through the row indices.
+    """
     started = time.perf_counter()
     device = resolve_device(params.device)
     torch.manual_seed(params.seed)
     generator = torch.Generator().manual_seed(params.seed)
 
-    x_train = prepared.features[train_rows].to(device)
-    y_train = prepared.labels[train_rows].to(device)
-    x_val = prepared.features[val_rows].to(device)
+    x_all = prepared.features.to(device) if features is None else features
+    y_all = prepared.labels.to(device)
+    train_index = train_rows.to(device)
     y_val = prepared.labels[val_rows]
     val_epitopes = prepared.epitopes_of(val_rows)
     n_train = len(train_rows)
@@ -206,7 +231,8 @@ def train_once(
             batch = order[start : start + params.batch_size]
             if len(batch) < 2:  # BatchNorm cannot train on a single row
                 continue
-            loss = loss_fn(model(x_train[batch]).squeeze(1), y_train[batch])
+            rows = train_index[batch]
+            loss = loss_fn(model(x_all[rows]).squeeze(1), y_all[rows])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -216,7 +242,7 @@ def train_once(
         if not math.isfinite(train_loss):
             raise TrainingError(f"training loss became {train_loss} at epoch {epoch}")
 
-        scores = predict_scores(model, x_val)
+        scores = predict_scores(model, x_all, rows=val_rows)
         if not torch.isfinite(scores).all():
             raise TrainingError(f"validation scores became NaN or infinite at epoch {epoch}")
         val_loss = float(nn.functional.binary_cross_entropy(scores.clamp(1e-7, 1 - 1e-7), y_val))
