@@ -11,7 +11,7 @@ from typing import NoReturn
 import typer
 
 from tcr_cli import interruption
-from tcr_cli.model_commands import baseline, evaluate, predict, prepare, show, train, validate
+from tcr_cli.model_commands import baseline, evaluate, predict, prepare, show, synth, train, validate
 from tcr_cli.options import console
 from tcr_cli.search_commands import pipeline, search
 from tcr_cli.service_commands import dashboard_command, monitor, slurm_profiles, slurm_script
@@ -28,6 +28,7 @@ for command in (validate, prepare, train, evaluate, search, pipeline, runs, best
     app.command()(command)
 app.command("dashboard")(dashboard_command)
 app.command()(show)
+app.command()(synth)
 
 store_app = typer.Typer(
     help="Check a result store: damaged records, runs left `running`.", no_args_is_help=True

@@ -34,6 +34,7 @@ from tcr_pipeline.files import check_output_files, check_output_target, write_js
 from tcr_pipeline.prepare import load_prepared, prepare_dataset
 from tcr_pipeline.recipe import fit_and_save
 from tcr_pipeline.store import Store
+from tcr_pipeline.synthetic import DEFAULT_SOURCE, Options, write_pairs
 from tcr_pipeline.training import evaluate_model
 
 PreparedOption = Annotated[Path, typer.Option("--prepared", help="Output of `prepare`.")]
@@ -255,3 +256,23 @@ def baseline(
 def show(model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")]) -> None:
     """Print a model bundle's card as JSON."""
     out.print_json(load_card(model_dir).model_dump_json())
+
+
+def synth(
+    rows: Annotated[int, typer.Option(help="Rows to write (1M–10M for benchmarks).")],
+    out: Annotated[Path, typer.Option(help="The CSV file to write.")],
+    seed: Annotated[int, typer.Option(help="The same seed, source and options write the same file.")] = 0,
+    epitopes: Annotated[int, typer.Option(help="Distinct epitopes: the source's and mutants.")] = 1000,
+    negatives: Annotated[int, typer.Option(help="Negative pairs per receptor (positive rate 1/(1+n)).")] = 13,
+    signal: Annotated[float, typer.Option(help="Share of receptors that carry their epitope's motif.")] = 0.8,
+    source: Annotated[
+        Path, typer.Option(help="The pair table lengths, genes and epitopes are drawn from.")
+    ] = (DEFAULT_SOURCE),
+) -> None:
+    """Write synthetic pairs shaped like a real pair table, for benchmarks (see README "Data")."""
+    check_output_target(out, inputs=(source,))
+    options = Options(rows=rows, seed=seed, epitopes=epitopes, negatives=negatives, signal=signal)
+    with progress_bar("synth") as progress:
+        bar = progress.add_task("synth", total=rows, info=str(out))
+        write_pairs(out, options, source, lambda added: progress.advance(bar, added))
+    console.print(f"{out}: {rows} rows", markup=False)

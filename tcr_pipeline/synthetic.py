@@ -25,8 +25,6 @@ receptors at a time (memory is one chunk's whatever the row count), atomically.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,36 +224,3 @@ def write_pairs(
                     progress(len(frame))
 
     return write_atomic(out, write)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tcr_pipeline.synthetic --rows N --out FILE [--seed S] …`` with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, required=True, help="rows to write")
-    parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    parser.add_argument("--seed", type=int, default=Options.seed)
-    parser.add_argument("--epitopes", type=int, default=Options.epitopes, help="distinct epitopes")
-    parser.add_argument(
-        "--negatives", type=int, default=Options.negatives, help="negative pairs per receptor"
-    )
-    parser.add_argument("--signal", type=float, default=Options.signal, help="share of receptors with motif")
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="pair table to draw from")
-    args = parser.parse_args(argv)
-    options = Options(
-        rows=args.rows, seed=args.seed, epitopes=args.epitopes, negatives=args.negatives, signal=args.signal
-    )
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    try:
-        with Progress(*columns) as bar:
-            task = bar.add_task(f"writing {args.out}", total=args.rows)
-            write_pairs(args.out, options, args.source, lambda rows: bar.advance(task, rows))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

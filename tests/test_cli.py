@@ -72,6 +72,22 @@ def test_validate_reports_bad_input(run_cli: RunCli, tmp_path: Path, bad_input: 
     assert "problem(s) in" in result.stderr
 
 
+def test_synth_writes_a_valid_table_and_refuses_bad_options(
+    run_cli: RunCli, tmp_path: Path, shipped_csv: Path
+) -> None:
+    out = tmp_path / "synthetic.csv"
+    result = run_cli("synth", "--rows", 3000, "--out", out, "--seed", 3, "--source", shipped_csv)
+    assert result.code == 0, result.output
+    assert run_cli("validate", out).code == 0
+    frame = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert len(frame) == 3000 and frame["Epitope"].nunique() > 14
+    for bad in (("--rows", 0), ("--rows", 10, "--signal", 2)):
+        refused = run_cli("synth", *bad, "--out", tmp_path / "bad.csv", "--source", shipped_csv)
+        assert refused.code == 2 and "Traceback" not in refused.output, refused.output
+        assert not (tmp_path / "bad.csv").exists()
+    assert run_cli("synth", "--rows", 10, "--out", shipped_csv, "--source", shipped_csv).code == 2
+
+
 def test_validate_without_label(run_cli: RunCli, tmp_path: Path, shipped_csv: Path) -> None:
     path = _inputs(tmp_path) / "unlabelled.csv"
     pd.read_csv(shipped_csv, dtype=str, keep_default_na=False).head(20).drop(columns="Label").to_csv(
