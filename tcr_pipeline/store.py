@@ -120,6 +120,8 @@ class TrialRecord(_Record):
     data_sha256: str = ""
     best_epoch: int | None = None  # the epoch whose weights were kept (mean over folds)
     folds: int = 1  # >1: objective from out-of-fold scores of this many TCR-grouped folds
+    batch: str | None = None  # the batch of suggestions (one task) this attempt ran in
+    device: str | None = None  # the device it trained on (cpu, cuda:0 …)
 
     @property
     def done(self) -> bool:
