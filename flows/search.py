@@ -293,11 +293,8 @@ def search_flow(
         logger.info(note)
     params, manifest, run_id = run.params, run.manifest, run.manifest.run_id
     try:
-        # the baseline fits in a thread of this process while the Dask cluster starts and the first
-        # trials run (it used to hold them back by its whole fit); its error still fails the run
-        fitting = None
         if baseline and result_store.load_baseline(run_id) is None and prepared.meta.get("raw"):
-            fitting = baseline_task.submit(
+            baseline_task(
                 str(result_store.root),
                 run_id,
                 str(prepared.meta["raw"]),
@@ -316,8 +313,6 @@ def search_flow(
             profile.name,
             profile.worker_start_timeout,
         )
-        if fitting is not None:
-            fitting.result()
         outcome: dict[str, Any] = {"run_id": run_id, "store": str(result_store.root), **summary}
         if promote:
             outcome |= promote_task(
