@@ -147,7 +147,7 @@ class WorkerStartWatch:
     connects, and the search would wait for it forever. :meth:`check`, called while the search
     waits, raises :class:`InfrastructureError` once ``timeout`` seconds have passed without any
     worker, naming the newest worker job and the tail of its log. After the first worker has
-    connected it never fires again: losing workers later is what the retries handle.
+    connected it never fires again: losing workers later is what the resubmissions handle.
     """
 
     def __init__(self, profile_name: str, timeout: float) -> None:

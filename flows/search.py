@@ -1,17 +1,21 @@
 """The ``search`` flow: asynchronous TPE trials on a Dask cluster, recorded in the result store.
 
 ``search`` resolves the settings (flow parameters > params.yaml > defaults), opens or resumes
-the run's manifest and hands over to ``search-trials``, a subflow whose task runner is the
-Dask cluster of the chosen profile. ``parallelism`` trials are in flight; as soon as one
-finishes the next TPE suggestion is submitted (no batch barrier).
+the run (``tcr_pipeline.search_run``) and hands over to ``search-trials``, a subflow whose task
+runner is the Dask cluster of the chosen profile. ``parallelism`` tasks are in flight, each a
+batch of ``batch_size`` TPE suggestions trained one after the other on one worker; as soon as
+one finishes the next batch is submitted (no barrier across tasks).
+
+One retry layer: a task lost to the infrastructure (its worker died, the Prefect API was out of
+reach) is resubmitted by the flow, with its unfinished members only, at most ``INFRA_RETRIES``
+times; the task itself has no Prefect retries. A trial thus runs at most 1 + ``INFRA_RETRIES``
+= 3 times within one search command (a failed trial — NaN loss, out of memory — is a result and
+runs once).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import secrets
-import socket
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -24,21 +28,14 @@ from tcr_pipeline.baseline import evaluate_baseline
 from tcr_pipeline.clusters import load_profile
 from tcr_pipeline.config import EvaluateParams, PrepareParams, SearchParams, TrainParams, resolve_params
 from tcr_pipeline.data import load_pairs
-from tcr_pipeline.errors import InfrastructureError, InputError
+from tcr_pipeline.errors import InfrastructureError
 from tcr_pipeline.prepare import load_prepared
-from tcr_pipeline.provenance import dvc_md5, git_state, gpu_name, package_versions
-from tcr_pipeline.search import SearchDriver, promote_best, register_top, run_trial
+from tcr_pipeline.search import SearchDriver, Suggestion, new_batch_id, promote_best, register_top, run_batch
+from tcr_pipeline.search_run import close_run, open_run
 from tcr_pipeline.splits import split_pairs
-from tcr_pipeline.store import (
-    RunManifest,
-    Store,
-    TrialRecord,
-    check_resume_budget,
-    new_run_id,
-    now,
-)
+from tcr_pipeline.store import Store, TrialRecord
 
-INFRA_RETRIES = 2  # resubmissions of a trial whose worker died
+INFRA_RETRIES = 2  # resubmissions of a task whose worker died: a trial runs at most 3 times
 # infrastructure failures in a row, per trial in flight, after which the search stops
 INFRA_FAILURES_PER_SLOT = 3
 WORKER_POLL_S = 5.0  # how often the search looks for its first worker while it waits for one
@@ -61,37 +58,37 @@ def _worker_device() -> str:
 
 
 @task(
-    name="trial",
-    task_run_name="trial-{trial_id}",
-    retries=2,
-    retry_delay_seconds=[2, 10],
+    name="trials",
+    task_run_name="batch-{batch}",
     cache_policy=NO_CACHE,
+    persist_result=False,
 )
-def trial_task(
+def batch_task(
     store_root: str,
     run_id: str,
-    trial_id: int,
-    vals: dict[str, list[Any]],
-    hyperparams: dict[str, Any],
+    batch: str,
+    members: list[Suggestion],
     prepared_dir: str,
     train: dict[str, Any],
     evaluate: dict[str, Any],
-) -> dict[str, Any]:
-    """Train and evaluate one trial on a Dask worker; the record is in the store."""
+) -> list[dict[str, Any]]:
+    """Train and evaluate one batch of trials on a Dask worker; each record is in the store.
+
+    No Prefect retries (the flow resubmits a lost task), no cache key, no persisted result.
+    """
     train_params = TrainParams.model_validate(train)
     if train_params.device == "auto":
         train_params = train_params.model_copy(update={"device": _worker_device()})
-    record = run_trial(
+    records = run_batch(
         Store(store_root),
         run_id,
-        trial_id,
-        vals,
-        hyperparams,
+        batch,
+        members,
         prepared_dir,
         train_params,
         EvaluateParams.model_validate(evaluate),
     )
-    return record.model_dump(mode="json")
+    return [record.model_dump(mode="json") for record in records]
 
 
 @task(name="promote", cache_policy=NO_CACHE)
@@ -152,63 +149,87 @@ def search_trials(
         driver.restore(record)
     finished = sum(r.done for r in existing)
     best = max((r.score for r in existing), default=-math.inf)
-    pending: dict[PrefectFuture[dict[str, Any]], tuple[int, dict[str, list[Any]], dict[str, Any], int]] = {}
-    infra_failures = 0  # in a row; a finished trial (ok or failed) resets it
+    pending: dict[PrefectFuture[list[dict[str, Any]]], tuple[str, list[Suggestion], int]] = {}
+    infra_failures = 0  # in a row; a finished batch resets it
 
-    def submit(
-        trial_id: int, vals: dict[str, list[Any]], hyperparams: dict[str, Any], tries: int = 0
-    ) -> None:
-        future = trial_task.submit(
-            store_root, run_id, trial_id, vals, hyperparams, prepared_dir, train, evaluate
-        )
-        pending[future] = (trial_id, vals, hyperparams, tries)
+    def submit(batch: str, members: list[Suggestion], tries: int = 0) -> None:
+        future = batch_task.submit(store_root, run_id, batch, members, prepared_dir, train, evaluate)
+        pending[future] = (batch, members, tries)
 
-    resumed = [r for r in existing if not r.done]
-    if resumed:
-        logger.info("resuming: %d finished, re-running %d interrupted trial(s)", finished, len(resumed))
-    for record in resumed[: max(settings.max_evals - finished, 0)]:
-        submit(record.trial_id, record.hyperopt_vals, record.params)
+    def in_flight() -> int:
+        return sum(len(members) for _, members, _ in pending.values())
 
-    while True:
-        while len(pending) < settings.parallelism and finished + len(pending) < settings.max_evals:
-            submit(*driver.suggest())
-        if not pending:
-            break
-        future = _next_finished(list(pending), watch)
-        trial_id, vals, hyperparams, tries = pending.pop(future)
-        try:
-            record = TrialRecord.model_validate(future.result())
-        except Exception as exc:  # the worker died or the task crashed: infrastructure, not the trial
-            # never a finished trial: run it again, or stop the search (resumable) with the reason
-            infra_failures += 1
-            if tries >= INFRA_RETRIES or infra_failures >= INFRA_FAILURES_PER_SLOT * settings.parallelism:
-                raise InfrastructureError(
-                    f"search stopped: {infra_failures} infrastructure failure(s) in a row, trial "
-                    f"{trial_id} lost {tries + 1} time(s) (workers dying, or unable to reach the "
-                    f"Prefect API); last: {type(exc).__name__}: {str(exc)[:300]}"
-                ) from exc
-            logger.warning("trial %d: %s; running it again", trial_id, exc)
-            submit(trial_id, vals, hyperparams, tries + 1)
-            continue
-        infra_failures = 0
+    def tell(record: TrialRecord) -> None:
+        nonlocal finished, best
         driver.finish(record)
         finished += 1
         best = max(best, record.score)
         logger.info(
             "trial %d %s (objective %s) — %d/%d done, best so far %.4f",
-            trial_id,
+            record.trial_id,
             record.status,
             f"{record.objective:.4f}" if record.objective is not None else "-",
             finished,
             settings.max_evals,
             best,
         )
+
+    resumed = [Suggestion(r.trial_id, r.hyperopt_vals, r.params) for r in existing if not r.done]
+    resumed = resumed[: max(settings.max_evals - finished, 0)]
+    if resumed:
+        logger.info("resuming: %d finished, re-running %d interrupted trial(s)", finished, len(resumed))
+    for start in range(0, len(resumed), settings.batch_size):
+        members = resumed[start : start + settings.batch_size]
+        submit(new_batch_id(members), members)
+
+    while True:
+        while (
+            len(pending) < settings.parallelism and (left := settings.max_evals - finished - in_flight()) > 0
+        ):
+            members = driver.suggest_batch(min(settings.batch_size, left))
+            submit(new_batch_id(members), members)
+        if not pending:
+            break
+        future = _next_finished(list(pending), watch)
+        batch, members, tries = pending.pop(future)
+        try:
+            records = [TrialRecord.model_validate(r) for r in future.result()]
+        except Exception as exc:  # the worker died or the task crashed: infrastructure, not the trials
+            # members that finished before it count; the others run again, or the search stops
+            # (resumable) with the reason
+            infra_failures += 1
+            ids = ", ".join(str(m.trial_id) for m in members)
+            if tries >= INFRA_RETRIES or infra_failures >= INFRA_FAILURES_PER_SLOT * settings.parallelism:
+                raise InfrastructureError(
+                    f"search stopped: {infra_failures} infrastructure failure(s) in a row, trial(s) {ids} "
+                    f"lost {tries + 1} time(s) (workers dying, or unable to reach the Prefect API); "
+                    f"last: {type(exc).__name__}: {str(exc)[:300]}"
+                ) from exc
+            rest: list[Suggestion] = []
+            for member in members:
+                done = store.finished_trial(run_id, member.trial_id)
+                if done is None:
+                    rest.append(member)
+                else:
+                    tell(done)
+            logger.warning(
+                "batch %s: %s; running trial(s) %s again",
+                batch,
+                exc,
+                ", ".join(str(m.trial_id) for m in rest),
+            )
+            if rest:
+                submit(batch, rest, tries + 1)
+            continue
+        infra_failures = 0
+        for record in records:
+            tell(record)
     return {"finished": finished, "best_objective": best}
 
 
 def _next_finished(
-    futures: list[PrefectFuture[dict[str, Any]]], watch: WorkerStartWatch | None
-) -> PrefectFuture[dict[str, Any]]:
+    futures: list[PrefectFuture[list[dict[str, Any]]]], watch: WorkerStartWatch | None
+) -> PrefectFuture[list[dict[str, Any]]]:
     """The next future to finish; until the first worker connects, ``watch`` is checked meanwhile."""
     while watch is not None and not watch.connected:
         watch.check()
@@ -233,6 +254,7 @@ def search_flow(
     force: bool = False,
     baseline: bool = True,
     cluster_overrides: dict[str, Any] | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Hyperparameter search (resumes ``run_id`` when it exists), then registration and promotion."""
     logger = get_run_logger()
@@ -241,6 +263,7 @@ def search_flow(
         {
             "search.max_evals": max_evals,
             "search.parallelism": parallelism,
+            "search.batch_size": batch_size,
             "search.cluster": cluster,
             "search.seed": seed,
             "evaluate.objective": objective,
@@ -253,56 +276,13 @@ def search_flow(
         update={"search": params.search.model_copy(update={"parallelism": parallelism})}
     )
     result_store = Store.from_env(store)
-    run_id = run_id or new_run_id()
     prepared = load_prepared(prepared_dir)
-    manifest = result_store.load_manifest(run_id)
-    # a new run draws its seed unless one is given; a resumed run keeps the seed it started with
-    run_seed = manifest.seed if manifest is not None else params.search.seed
-    if run_seed is None:
-        run_seed = secrets.randbelow(2**31)
-    if manifest is not None and params.search.seed not in (None, run_seed):
-        logger.warning("run %s keeps its seed %d (asked for %d)", run_id, run_seed, params.search.seed)
-    params = params.model_copy(update={"search": params.search.model_copy(update={"seed": run_seed})})
-    if manifest is None:
-        commit, dirty = git_state()
-        manifest = RunManifest(
-            run_id=run_id,
-            max_evals=params.search.max_evals,
-            parallelism=params.search.parallelism,
-            cluster=params.search.cluster,
-            objective=params.evaluate.objective,
-            seed=params.search.seed,
-            params=params.model_dump(mode="json"),
-            search_space={k: v.model_dump(exclude_none=True) for k, v in params.search.space.items()},
-            git_commit=commit,
-            git_dirty=dirty,
-            data_path=str(prepared.meta.get("raw", "")),
-            data_sha256=prepared.data_sha256,
-            dvc_md5=dvc_md5(prepared.meta.get("raw", params.data.raw)),
-            packages=package_versions(),
-            gpu=gpu_name(),
-            prepared_dir=str(prepared_dir),
-        )
-        logger.info("new run %s in %s", run_id, result_store.root)
-    else:
-        if manifest.data_sha256 != prepared.data_sha256:
-            raise InputError(
-                f"run {run_id} was started on data {manifest.data_sha256[:12]}, "
-                f"but {prepared_dir} holds {prepared.data_sha256[:12]}"
-            )
-        check_resume_budget(result_store, run_id, params.search.max_evals)
-        manifest = manifest.model_copy(
-            update={
-                "status": "running",
-                "finished": None,
-                "error": None,
-                "max_evals": params.search.max_evals,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-            }
-        )
-        logger.info("resuming run %s", run_id)
-    result_store.write_manifest(manifest)
+    run = open_run(result_store, run_id, params, prepared, prepared_dir)
+    for warning in run.warnings:
+        logger.warning(warning)
+    for note in run.notes:
+        logger.info(note)
+    params, manifest, run_id = run.params, run.manifest, run.manifest.run_id
     try:
         if baseline and result_store.load_baseline(run_id) is None and prepared.meta.get("raw"):
             baseline_task(
@@ -336,12 +316,8 @@ def search_flow(
             )
     except BaseException as exc:
         # Ctrl-C, or SIGTERM (Prefect's engine turns it into TerminationSignal): resumable, not failed
-        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, TerminationSignal)) else "failed"
-        result_store.write_manifest(
-            manifest.model_copy(
-                update={"status": status, "finished": now(), "error": f"{type(exc).__name__}: {exc}"}
-            )
-        )
+        interrupted = isinstance(exc, (KeyboardInterrupt, TerminationSignal))
+        close_run(result_store, manifest, "interrupted" if interrupted else "failed", exc)
         raise
-    result_store.write_manifest(manifest.model_copy(update={"status": "completed", "finished": now()}))
+    close_run(result_store, manifest, "completed")
     return outcome

@@ -1,11 +1,13 @@
-"""Asynchronous hyperopt TPE search, one trial at a time, with its state kept in the store.
+"""Asynchronous hyperopt TPE search in batches of suggestions, with its state kept in the store.
 
 hyperopt has no ask/tell API. :class:`SearchDriver` drives ``tpe.suggest`` with a ``Trials``
 object: ``suggest`` asks for one new point (seeded by ``seed + trial_id``, so the random startup
-trials are reproducible), ``finish`` tells the result. Its state is rebuilt from the store's
-trial records, never from a pickle, so a search resumes on any host.
+trials are reproducible), ``suggest_batch`` for several at once, ``finish`` tells a result. Its
+state is rebuilt from the store's trial records, never from a pickle, so a search resumes on any
+host. :func:`run_batch` trains one batch of suggestions (``tcr_pipeline.search_run`` opens and
+closes a run).
 
-The orchestration (parallel workers, retries) lives in ``flows/``; this module is pure.
+The orchestration (parallel workers, resubmission) lives in ``flows/``; this module is pure.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import functools
 import hashlib
 import json
 import math
+import secrets
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hyperopt
 import numpy as np
@@ -110,8 +113,25 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+class Suggestion(NamedTuple):
+    """One suggested trial: its id, hyperopt's raw values and the hyperparameters."""
+
+    trial_id: int
+    vals: dict[str, list[Any]]
+    hyperparams: dict[str, Any]
+
+
 class SearchDriver:
-    """Ask/tell over hyperopt's TPE for one run."""
+    """Ask/tell over hyperopt's TPE for one run.
+
+    Batches follow the *constant liar* strategy of parallel Bayesian optimisation (Ginsbourger,
+    Le Riche & Carraro 2010) with the worst value as the lie: a suggested trial is inserted into
+    ``Trials`` as running before the next one is drawn, and hyperopt's ``tpe.suggest`` gives every
+    running (and failed) trial an infinite loss. A pending trial thus sits in TPE's "worse" group,
+    which steers the next suggestions away from it — within a batch and across the batches in
+    flight (optuna's ``TPESampler(constant_liar=True)`` makes the same choice). Pending trials also
+    count towards ``n_startup``, as with one trial per task. ``suggest_batch(1)`` is ``suggest()``.
+    """
 
     def __init__(self, params: SearchParams) -> None:
         self.params = params
@@ -145,13 +165,17 @@ class SearchDriver:
         """Add a trial from the store: finished ones with their result, others as running."""
         self._insert(record.trial_id, record.hyperopt_vals, record if record.done else None)
 
-    def suggest(self) -> tuple[int, dict[str, list[Any]], dict[str, Any]]:
-        """The next trial: its id, hyperopt's raw values and the hyperparameters."""
+    def suggest(self) -> Suggestion:
+        """The next trial, pending (running) from now on until :meth:`finish`."""
         trial_id = self.next_trial_id
         docs = self.algo([trial_id], self.domain, self.trials, self.seed + trial_id)
         vals = {k: [_plain(x) for x in v] for k, v in docs[0]["misc"]["vals"].items()}
         self._insert(trial_id, vals, None)
-        return trial_id, vals, self.hyperparams(vals)
+        return Suggestion(trial_id, vals, self.hyperparams(vals))
+
+    def suggest_batch(self, size: int) -> list[Suggestion]:
+        """``size`` trials at once, each drawn with the ones before it pending (the constant liar)."""
+        return [self.suggest() for _ in range(size)]
 
     def hyperparams(self, vals: dict[str, list[Any]]) -> dict[str, Any]:
         """hyperopt's raw values (choice indices …) as the actual hyperparameters."""
@@ -192,8 +216,9 @@ def run_trial(
     prepared_dir: Path | str,
     train: TrainParams,
     evaluate: EvaluateParams,
+    batch: str | None = None,
 ) -> TrialRecord:
-    """Train and evaluate one trial, recording it in the store.
+    """Train and evaluate one trial, recording it in the store (with the ``batch`` it ran in).
 
     A trial that already finished (an earlier attempt got that far) is returned as it is,
     never run twice. Exceptions of training (NaN loss, out of memory, a bad configuration) are
@@ -204,7 +229,13 @@ def run_trial(
         return finished
     started = time.perf_counter()
     record = TrialRecord(
-        run_id=run_id, trial_id=trial_id, attempt=new_attempt_id(), params=hyperparams, hyperopt_vals=vals
+        run_id=run_id,
+        trial_id=trial_id,
+        attempt=new_attempt_id(),
+        params=hyperparams,
+        hyperopt_vals=vals,
+        batch=batch,
+        device=train.device,
     )
     store.write_trial(record)
     update: dict[str, Any]
@@ -224,6 +255,7 @@ def run_trial(
             "folds": train_params.folds,
             "data_sha256": prepared.data_sha256,
             "hardware": Hardware(device=result.device, gpu=fitted.card.device.get("gpu")),
+            "device": result.device,
         }
     except (TrainingError, RuntimeError, ValueError, InputError) as exc:  # torch OOM is a RuntimeError
         update = {
@@ -234,6 +266,29 @@ def run_trial(
     record = record.model_copy(update={**update, "finished": now(), "seconds": time.perf_counter() - started})
     store.write_trial(record)
     return record
+
+
+def new_batch_id(members: list[Suggestion]) -> str:
+    """A batch's name: its first trial and a random suffix (a resumed run re-batches trials)."""
+    return f"b{members[0].trial_id:04d}-{secrets.token_hex(3)}"
+
+
+def run_batch(
+    store: Store,
+    run_id: str,
+    batch: str,
+    members: list[Suggestion],
+    prepared_dir: Path | str,
+    train: TrainParams,
+    evaluate: EvaluateParams,
+) -> list[TrialRecord]:
+    """Train one batch of suggested trials in this process, one after the other, each recorded
+    as :func:`run_trial` records it; the prepared data is loaded once per process.
+
+    This is the one place where a vectorised population of same-shape members (one model for
+    the whole batch) takes the place of the loop; the records stay per trial.
+    """
+    return [run_trial(store, run_id, *member, prepared_dir, train, evaluate, batch) for member in members]
 
 
 def model_fingerprint(params: dict[str, Any], settings: dict[str, Any], data_sha256: str) -> str:
@@ -419,4 +474,13 @@ def promote_best(
     return promotion
 
 
-__all__ = ["SearchDriver", "apply_hyperparams", "build_space", "promote_best", "register_top", "run_trial"]
+__all__ = [
+    "SearchDriver",
+    "Suggestion",
+    "apply_hyperparams",
+    "build_space",
+    "promote_best",
+    "register_top",
+    "run_batch",
+    "run_trial",
+]

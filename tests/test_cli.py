@@ -80,10 +80,12 @@ def test_synth_writes_a_valid_table_and_refuses_bad_options(
     assert result.code == 0, result.output
     assert run_cli("validate", out).code == 0
     frame = pd.read_csv(out, dtype=str, keep_default_na=False)
-    assert len(frame) == 3000 and frame["Epitope"].nunique() > 14
+    assert len(frame) == 3000
+    assert frame["Epitope"].nunique() > 14
     for bad in (("--rows", 0), ("--rows", 10, "--signal", 2)):
         refused = run_cli("synth", *bad, "--out", tmp_path / "bad.csv", "--source", shipped_csv)
-        assert refused.code == 2 and "Traceback" not in refused.output, refused.output
+        assert refused.code == 2, refused.output
+        assert "Traceback" not in refused.output
         assert not (tmp_path / "bad.csv").exists()
     assert run_cli("synth", "--rows", 10, "--out", shipped_csv, "--source", shipped_csv).code == 2
 

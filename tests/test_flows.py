@@ -14,7 +14,7 @@ import pytest
 import yaml
 from flow_fixtures import run_search_process
 
-from tcr_pipeline.store import Store
+from tcr_pipeline.store import Store, TrialRecord
 
 pytestmark = pytest.mark.slow
 
@@ -228,3 +228,41 @@ def test_new_runs_draw_new_seeds_and_a_repeated_run_is_registered_once(
     resumed = search_flow(run_id="seeded-1", params_file=params_file, seed=99, baseline=False, **common)
     assert resumed["finished"] == 2
     assert store.load_manifest("seeded-1").seed == 7  # type: ignore[union-attr]  # a resume keeps its seed
+
+
+def test_batches_of_suggestions_run_in_one_task_each_and_resume(prefect_api: str, workdir: Path) -> None:
+    """batch_size 2, parallelism 2: trials 0–1 in one task, 2 in another; a resumed run re-runs an
+    interrupted trial and suggests the rest, each record naming its batch and device."""
+    from flows.search import search_flow
+
+    store = Store(workdir / "store-batch")
+    common = {
+        "run_id": "run-batch", "store": str(store.root), "prepared_dir": str(workdir / "prepared"),
+        "params_file": str(workdir / "params.yaml"), "batch_size": 2, "parallelism": 2,
+        "promote": False, "baseline": False,
+    }  # fmt: skip
+    outcome = search_flow(max_evals=3, **common)
+    assert outcome["finished"] == 3
+    trials = store.list_trials("run-batch")
+    assert [(t.trial_id, t.status, t.device) for t in trials] == [(i, "ok", "cpu") for i in range(3)]
+    assert trials[0].batch == trials[1].batch != trials[2].batch
+    assert trials[0].batch is not None
+    assert trials[0].batch.startswith("b0000-")
+    assert trials[2].batch is not None
+    assert trials[2].batch.startswith("b0002-")
+
+    # trial 3 was in flight when its process died: a running record, no result
+    dead = TrialRecord(
+        run_id="run-batch", trial_id=3, attempt="dead", params=trials[2].params,
+        hyperopt_vals=trials[2].hyperopt_vals,
+    )  # fmt: skip
+    store.write_trial(dead)
+    outcome = search_flow(max_evals=5, **common)
+    assert outcome["finished"] == 5
+    trials = store.list_trials("run-batch")
+    assert [(t.trial_id, t.status) for t in trials] == [(i, "ok") for i in range(5)]
+    assert trials[3].attempt != "dead"
+    assert trials[3].params == trials[2].params  # re-run as it was suggested
+    # the interrupted trial is a batch of its own, then one slot is left for one suggestion
+    assert len({t.batch for t in trials}) == 4
+    assert store.load_manifest("run-batch").status == "completed"  # type: ignore[union-attr]

@@ -19,10 +19,20 @@ from tcr_pipeline.config import (
     TrainParams,
 )
 from tcr_pipeline.data import load_pairs
+from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import sha256_file
 from tcr_pipeline.models import build_model
 from tcr_pipeline.prepare import Prepared, encode_pairs
-from tcr_pipeline.search import SearchDriver, flatten_point, promote_best, register_top, run_trial
+from tcr_pipeline.search import (
+    SearchDriver,
+    Suggestion,
+    flatten_point,
+    promote_best,
+    register_top,
+    run_batch,
+    run_trial,
+)
+from tcr_pipeline.search_run import close_run, open_run
 from tcr_pipeline.store import RunManifest, Store, TrialRecord
 
 SPACE = {
@@ -100,6 +110,31 @@ def test_a_driver_rebuilt_from_the_store_continues_like_the_original() -> None:
     assert rebuilt.suggest() == original.suggest()
     losses = sorted(t["result"].get("loss", np.inf) for t in rebuilt.trials.trials if t["result"])
     assert losses[:5] == pytest.approx([-0.9, -0.7, -0.6, -0.5, -0.3])
+
+
+def test_a_batch_is_drawn_with_its_pending_members_as_the_worst_trials() -> None:
+    """Constant liar: each member of a batch is suggested with the members before it (and the
+    batches in flight) pending, which hyperopt's TPE counts as infinitely bad; a batch is the
+    same draws as one ``suggest`` at a time."""
+    params = SearchParams(space=SPACE, n_startup=3, seed=5)
+    batched, single = SearchDriver(params), SearchDriver(params)
+    records = []
+    for driver in (batched, single):
+        for _ in range(4):
+            trial_id, vals, hyper = driver.suggest()
+            records.append(_finish(driver, trial_id, vals, hyper, [0.3, 0.9, 0.5, 0.7][trial_id]))
+    batch = batched.suggest_batch(3)
+    assert [m.trial_id for m in batch] == [4, 5, 6]
+    assert all(isinstance(m, Suggestion) for m in batch)
+    assert [single.suggest() for _ in range(3)] == batch
+    pending = [t for t in batched.trials.trials if t["tid"] in (4, 5, 6)]
+    assert all(t["result"].get("loss") is None for t in pending)  # tpe.suggest reads None as +inf
+    # trial 5 drawn with the same seed but without trial 4 pending is another point
+    alone = SearchDriver(params)
+    for record in records[:4]:
+        alone.restore(record)
+    docs = alone.algo([5], alone.domain, alone.trials, alone.seed + 5)
+    assert {k: list(v) for k, v in docs[0]["misc"]["vals"].items()} != batch[1].vals
 
 
 def _bundle(root: Path, name: str, prepared: Prepared, scores: np.ndarray, rows: torch.Tensor) -> Path:
@@ -207,3 +242,55 @@ def test_an_old_bundle_still_loads_and_predicts(
     out = predict_frame(bundle, load_pairs(small_csv).head(4))
     assert (out["error"] == "").all()
     assert (out["warning"] == "").all()
+
+
+def test_a_batch_trains_its_members_once_and_records_its_name_and_device(
+    tmp_path: Path, small_csv: Path
+) -> None:
+    from tcr_pipeline.prepare import prepare_dataset
+
+    prepared_dir = tmp_path / "prepared"
+    prepare_dataset(small_csv, PrepareParams(encoding="aligned"), prepared_dir)
+    store = Store(tmp_path / "store")
+    store.write_manifest(RunManifest(run_id="b", max_evals=2, parallelism=1))
+    train = TrainParams(model=ModelParams(kind="kmer"), epochs=2, batch_size=64, device="cpu")
+    members = [
+        Suggestion(0, {}, {"model.kind": "kmer", "lr": 0.02}),
+        Suggestion(1, {}, {"model.kind": "kmer", "model.head": "none"}),  # invalid: a failed trial
+    ]
+    records = run_batch(store, "b", "b0000-x", members, prepared_dir, train, EVALUATE)
+    assert [(r.trial_id, r.status) for r in records] == [(0, "ok"), (1, "failed")]
+    assert all(r.batch == "b0000-x" and r.device == "cpu" for r in records)
+    assert records[0].started < records[1].started  # one after the other, each timed alone
+    again = run_batch(store, "b", "b0000-y", members, prepared_dir, train, EVALUATE)
+    assert [r.attempt for r in again] == [r.attempt for r in records]  # finished: never run twice
+    assert [r.batch for r in store.list_trials("b")] == ["b0000-x", "b0000-x"]
+
+
+def test_a_run_is_opened_new_or_resumed_and_closed(tmp_path: Path, aligned: Prepared) -> None:
+    from tcr_pipeline.config import Params
+
+    store = Store(tmp_path / "store")
+    params = Params()
+    run = open_run(store, None, params, aligned, "prepared")
+    assert not run.resumed
+    assert run.params.search.seed is not None  # drawn, and recorded
+    manifest = store.load_manifest(run.manifest.run_id)
+    assert manifest is not None
+    assert (manifest.status, manifest.seed, manifest.data_sha256) == (
+        "running", run.params.search.seed, aligned.data_sha256
+    )  # fmt: skip
+    close_run(store, run.manifest, "interrupted", KeyboardInterrupt())
+    asked = params.model_copy(update={"search": params.search.model_copy(update={"seed": 1})})
+    again = open_run(store, run.manifest.run_id, asked, aligned, "prepared")
+    assert again.resumed
+    assert again.params.search.seed == run.params.search.seed  # a resumed run keeps its seed
+    assert again.warnings
+    assert "keeps its seed" in again.warnings[0]
+    assert store.load_manifest(run.manifest.run_id).status == "running"  # type: ignore[union-attr]
+    close_run(store, again.manifest, "completed")
+    assert store.load_manifest(run.manifest.run_id).status == "completed"  # type: ignore[union-attr]
+    other = store.load_manifest(run.manifest.run_id).model_copy(update={"data_sha256": "0" * 64})  # type: ignore[union-attr]
+    store.write_manifest(other)
+    with pytest.raises(InputError, match="was started on data"):
+        open_run(store, run.manifest.run_id, params, aligned, "prepared")
