@@ -1,0 +1,429 @@
+"""Many trials of one architecture trained at once as one vectorised population.
+
+Trials whose models have the same shapes (:func:`shape_key`) become the members of one
+population: their weights are stacked (``torch.func.stack_module_state``) and each training step
+runs every member's forward pass in one ``torch.func.vmap`` over ``functional_call``, then one
+backward pass and one vectorised Adam update. With ``train.folds = K`` every (trial, fold) pair is
+a member. Each member is what :func:`tcr_pipeline.training.train_once` would train:
+
+* its model is built as there (``torch.manual_seed(seed)``, then ``build_model``), and its own
+  generator, seeded the same way, draws the same class-balanced batch orders;
+* its own learning rate, weight decay and number of epochs (a member that has run its epochs
+  leaves the stacks: the others go on without it), its own best epoch, curves and validation
+  scores. :func:`vectorised_adam_step` is ``torch.optim.Adam`` (L2 added to the gradient) with a
+  learning rate and a weight decay per member;
+* BatchNorm keeps its running statistics: the stacked buffers are updated in place under
+  ``vmap``, member by member, and evaluation uses them as ``model.eval()`` does.
+
+Same seeds give the same curves, best epochs and scores as training the trials one by one, up to
+float rounding (batched matrix products sum in another order). The paper MLPs (``small``,
+``medium``, ``large``, on any encoding) and ``kmer`` have no dropout; ``cnn`` (dropout, and a
+batch-dependent width in its input) trains one trial at a time, as do trials alone in their group.
+
+Batches are indexed from ``prepared.features`` and passed to the model's own input layer exactly
+as ``train_once`` does, whatever the features' dtype; the input layer (no weights: the aligned
+codes → residue vectors and one-hots) runs once on all members' rows of a step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from tcr_pipeline.config import EvaluateParams, TrainParams
+from tcr_pipeline.models import FeedForward, build_model
+from tcr_pipeline.prepare import Prepared
+from tcr_pipeline.training import (
+    TrainingError,
+    TrainResult,
+    balanced_weights,
+    combine_folds,
+    epoch_record,
+    fold_splits,
+    resolve_device,
+    train_model,
+)
+
+PopulationCallback = Callable[[int, int, dict[str, float]], None]
+VECTORISED_KINDS = ("small", "medium", "large")
+_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train_once uses them
+_EPS = 1e-8
+_PREDICT_ROWS = 65536  # predict_scores' chunk
+
+
+def shape_key(params: TrainParams) -> tuple[Any, ...] | None:
+    """Trials with equal keys can share one population; None: this trial trains on its own.
+
+    The key holds what sets the tensors' shapes and the step: the architecture (residue vectors
+    aside: one-hot and BLOSUM62 have the same width), the batch size and the device.
+    """
+    if params.model.kind not in VECTORISED_KINDS:
+        return None
+    model = params.model.model_dump(mode="json", exclude={"residues", "dropout"})
+    return (json.dumps(model, sort_keys=True), params.batch_size, str(resolve_device(params.device)))
+
+
+@dataclass(eq=False)
+class _Member:
+    """One model of the population: a trial's only model, or one of its fold models."""
+
+    trial: int
+    fold: int
+    params: TrainParams
+    train_rows: torch.Tensor
+    val_rows: torch.Tensor
+    model: nn.Module
+    generator: torch.Generator
+    weights: torch.Tensor | None
+    result: TrainResult
+    report: Callable[[int, dict[str, float]], None] | None = None
+    best_value: float = -math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    steps: int = 0
+    loss_sum: float = 0.0
+    rows_seen: int = 0
+    error: TrainingError | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _body(model: nn.Module) -> tuple[str, nn.Module]:
+    """(state-dict prefix, the part with weights) of a paper network."""
+    if isinstance(model, FeedForward):
+        return "net.", model.net
+    return "", model
+
+
+def _front(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's input layer without weights (aligned codes → floats), row by row."""
+    return model.expand(x) if isinstance(model, FeedForward) else x
+
+
+def vectorised_adam_step(
+    params: dict[str, torch.Tensor],
+    grads: dict[str, torch.Tensor],
+    state: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    steps: Sequence[int],
+    lr: torch.Tensor,
+    weight_decay: torch.Tensor,
+) -> None:
+    """One ``torch.optim.Adam`` step of stacked members (dim 0), in place.
+
+    ``steps`` are the members' step counts after this step; ``lr`` and ``weight_decay`` hold one
+    value per member; ``state`` the (exp_avg, exp_avg_sq) of each stacked parameter.
+    """
+    beta1, beta2 = _BETAS
+    device = lr.device
+    step_size = torch.tensor([1 / (1 - beta1**s) for s in steps], dtype=torch.float64, device=device)
+    step_size = (lr.double() * step_size).to(lr.dtype)
+    correction = torch.tensor([(1 - beta2**s) ** 0.5 for s in steps], dtype=lr.dtype, device=device)
+    for name, param in params.items():
+        shape = (-1,) + (1,) * (param.dim() - 1)
+        grad = grads[name] + weight_decay.view(shape) * param
+        exp_avg, exp_avg_sq = state[name]
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / correction.view(shape)).add_(_EPS)
+        param.add_(exp_avg / denom * -step_size.view(shape))
+
+
+class _Population:
+    """The stacked weights, buffers and Adam state of the members still training."""
+
+    def __init__(self, prepared: Prepared, members: list[_Member], device: torch.device) -> None:
+        self.members = members
+        self.device = device
+        self.features = prepared.features.to(device)
+        self.labels = prepared.labels.to(device)
+        self.prefix, body = _body(members[0].model)
+        self.template = copy.deepcopy(body).to("meta")
+        params, buffers = stack_module_state([_body(m.model)[1] for m in members])  # type: ignore[arg-type]
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.buffers = dict(buffers)
+        self.adam = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()}
+        self.batch_size = members[0].params.batch_size
+
+    def _call(
+        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor:
+        return functional_call(self.template, (params, buffers), (x,))
+
+    def keep(self, members: list[_Member]) -> None:
+        """Go on with ``members`` only (the others have run all their epochs or diverged)."""
+        if len(members) == len(self.members):
+            return
+        index = torch.tensor([self.members.index(m) for m in members], dtype=torch.long, device=self.device)
+        self.params = {k: v[index] for k, v in self.params.items()}
+        self.buffers = {k: v[index] for k, v in self.buffers.items()}
+        self.adam = {k: (a[index], b[index]) for k, (a, b) in self.adam.items()}
+        self.members = members
+
+    def _inputs(self, members: list[_Member], rows: torch.Tensor) -> torch.Tensor:
+        """(members, rows, features) after each member's input layer; rows: (members, batch)."""
+        x = self.features[rows.flatten()]
+        groups: dict[str, list[int]] = {}
+        for i, m in enumerate(members):
+            groups.setdefault(m.params.model.residues, []).append(i)
+        if len(groups) == 1:
+            return _front(members[0].model, x).unflatten(0, rows.shape)
+        parts = x.unflatten(0, rows.shape)
+        out: torch.Tensor | None = None
+        for positions in groups.values():
+            index = torch.tensor(positions, dtype=torch.long, device=self.device)
+            h = _front(members[positions[0]].model, parts[index].flatten(0, 1)).unflatten(
+                0, (len(positions), -1)
+            )
+            if out is None:
+                out = h.new_empty((len(members), *h.shape[1:]))
+            out[index] = h
+        assert out is not None
+        return out
+
+    def train_step(self, positions: list[int], rows: torch.Tensor) -> None:
+        """One optimiser step of the members at ``positions`` on their batches ``rows``."""
+        every = len(positions) == len(self.members)
+        index = None if every else torch.tensor(positions, dtype=torch.long, device=self.device)
+        members = [self.members[p] for p in positions]
+        params = {
+            k: (v if index is None else v[index]).detach().requires_grad_() for k, v in self.params.items()
+        }
+        buffers = self.buffers if index is None else {k: v[index] for k, v in self.buffers.items()}
+        self.template.train()
+        logits = vmap(self._call)(params, buffers, self._inputs(members, rows)).squeeze(-1)
+        losses = nn.functional.binary_cross_entropy_with_logits(
+            logits, self.labels[rows], reduction="none"
+        ).mean(1)
+        grads = dict(zip(params, torch.autograd.grad(losses.sum(), list(params.values())), strict=True))
+        for m, loss in zip(members, losses.detach().cpu().tolist(), strict=True):
+            m.steps += 1
+            m.loss_sum += loss * rows.shape[1]
+            m.rows_seen += rows.shape[1]
+        with torch.no_grad():
+            params = {k: v.detach() for k, v in params.items()}
+            adam = (
+                self.adam if index is None else {k: (a[index], b[index]) for k, (a, b) in self.adam.items()}
+            )
+            lr = torch.tensor([m.params.lr for m in members], dtype=torch.float32, device=self.device)
+            decay = torch.tensor(
+                [m.params.weight_decay for m in members], dtype=torch.float32, device=self.device
+            )
+            vectorised_adam_step(params, grads, adam, [m.steps for m in members], lr, decay)
+            if index is not None:  # write the members' slices back
+                for k, v in params.items():
+                    self.params[k][index] = v
+                for k, v in buffers.items():
+                    self.buffers[k][index] = v
+                for k, (a, b) in adam.items():
+                    self.adam[k][0][index] = a
+                    self.adam[k][1][index] = b
+
+    def train_epoch(self) -> None:
+        """Every member's epoch: its own batch order, drawn as train_once draws it."""
+        orders = []
+        for m in self.members:
+            n = len(m.train_rows)
+            if m.weights is not None:
+                order = torch.multinomial(m.weights, n, replacement=True, generator=m.generator)
+            else:
+                order = torch.randperm(n, generator=m.generator)
+            orders.append(m.train_rows[order].to(self.device))
+            m.loss_sum, m.rows_seen = 0.0, 0
+        lengths = [len(o) for o in orders]
+        padded = torch.zeros((len(orders), max(lengths)), dtype=torch.long, device=self.device)
+        for i, order in enumerate(orders):
+            padded[i, : len(order)] = order
+        for start in range(0, max(lengths), self.batch_size):
+            sizes: dict[int, list[int]] = {}
+            for i, n in enumerate(lengths):
+                size = min(self.batch_size, n - start)
+                if size >= 2:  # BatchNorm cannot train on a single row (train_once skips it)
+                    sizes.setdefault(size, []).append(i)
+            for size, positions in sizes.items():
+                rows = padded[:, start : start + size]
+                self.train_step(positions, rows if len(positions) == len(orders) else rows[positions])
+
+    @torch.no_grad()
+    def predict(self, members: list[_Member], rows: torch.Tensor) -> torch.Tensor:
+        """(members, rows) probabilities in evaluation mode, on the CPU (as predict_scores)."""
+        index = torch.tensor([self.members.index(m) for m in members], dtype=torch.long, device=self.device)
+        params = {k: v[index] for k, v in self.params.items()}
+        buffers = {k: v[index] for k, v in self.buffers.items()}
+        self.template.eval()
+        out = []
+        for start in range(0, len(rows), _PREDICT_ROWS):
+            x = _front(members[0].model, self.features[rows[start : start + _PREDICT_ROWS].to(self.device)])
+            logits = vmap(self._call, in_dims=(0, 0, None))(params, buffers, x)
+            out.append(torch.sigmoid(logits.squeeze(-1)).float().cpu())
+        return torch.cat(out, dim=1) if out else torch.empty(len(members), 0)
+
+    def state_of(self, member: _Member) -> dict[str, torch.Tensor]:
+        """The member's state dict (its slice of the stacks), cloned."""
+        i = self.members.index(member)
+        state = {**self.params, **self.buffers}
+        return {self.prefix + k: v[i].detach().clone() for k, v in state.items()}
+
+
+def _validate(
+    population: _Population, prepared: Prepared, evaluate: EvaluateParams, epoch: int, started: float
+) -> list[_Member]:
+    """Score every member on its validation rows; returns the members that diverged."""
+    by_rows: dict[tuple[tuple[int, int, int], str], list[_Member]] = {}
+    for m in population.members:  # members validated on the same rows with the same input layer
+        folds = m.params.folds
+        rows_key = (folds, m.params.fold_seed if folds > 1 else 0, m.fold)
+        by_rows.setdefault((rows_key, m.params.model.residues), []).append(m)
+    diverged = []
+    for members in by_rows.values():
+        rows = members[0].val_rows
+        truth = (prepared.labels[rows], prepared.epitopes_of(rows))
+        for m, scores in zip(members, population.predict(members, rows), strict=True):
+            train_loss = m.loss_sum / max(m.rows_seen, 1)
+            try:
+                record, value = epoch_record(
+                    epoch, train_loss, scores, truth, evaluate, started, len(m.train_rows)
+                )
+            except TrainingError as exc:
+                m.error = exc
+                diverged.append(m)
+                continue
+            m.history.append(record)
+            if m.best_state is None or value > m.best_value:
+                m.best_value, m.result.best_epoch, m.result.val_scores = value, epoch, scores
+                m.best_state = population.state_of(m)
+            if m.report is not None:
+                m.report(epoch, record)
+    return diverged
+
+
+def _train_group(prepared: Prepared, members: list[_Member], evaluate: EvaluateParams) -> None:
+    """Train ``members`` (one shape key) as one population; fills each member's result."""
+    device = resolve_device(members[0].params.device)
+    started = time.perf_counter()
+    population = _Population(prepared, members, device)
+    failed: set[int] = set()
+    epoch = 0
+    while population.members:
+        epoch += 1
+        epoch_started = time.perf_counter()
+        population.train_epoch()
+        for m in _validate(population, prepared, evaluate, epoch, epoch_started):
+            failed.add(m.trial)
+        population.keep([m for m in population.members if m.trial not in failed and m.params.epochs > epoch])
+    for m in members:
+        m.result.history = m.history
+        m.result.seconds = time.perf_counter() - started
+        if m.trial not in failed and m.best_state is not None:
+            m.model.load_state_dict(m.best_state)
+
+
+def _members_of(
+    prepared: Prepared, trial: int, params: TrainParams, on_epoch: PopulationCallback | None
+) -> list[_Member]:
+    """The members of one trial: one model, or one per fold (train_model's seeds and callbacks)."""
+    splits = (
+        [(prepared.rows("train"), prepared.rows("val"))]
+        if params.folds <= 1
+        else fold_splits(prepared, params)
+    )
+    spec = prepared.encoder.input_spec() if prepared.encoder is not None else None
+    device = resolve_device(params.device)
+    members = []
+    for k, (train_rows, val_rows) in enumerate(splits):
+        member_params = params if params.folds <= 1 else params.model_copy(update={"seed": params.seed + k})
+        torch.manual_seed(member_params.seed)
+        model = build_model(prepared.features.shape[1], member_params.model, spec).to(device)
+        report = None
+        if on_epoch is not None:
+            fold = None if params.folds <= 1 else k
+
+            def report(
+                epoch: int, record: dict[str, float], fold: int | None = fold, trial: int = trial
+            ) -> None:
+                assert on_epoch is not None
+                if fold is None:
+                    on_epoch(trial, epoch, record)
+                else:
+                    on_epoch(trial, fold * params.epochs + epoch, {**record, "fold": fold + 1})
+
+        members.append(
+            _Member(
+                trial=trial,
+                fold=k,
+                params=member_params,
+                train_rows=train_rows,
+                val_rows=val_rows,
+                model=model,
+                generator=torch.Generator().manual_seed(member_params.seed),
+                weights=balanced_weights(prepared.labels[train_rows]) if params.balanced else None,
+                result=TrainResult(model=model, device=str(device), val_rows=val_rows),
+                report=report,
+            )
+        )
+    return members
+
+
+def train_population(
+    prepared: Prepared,
+    trains: Sequence[TrainParams],
+    evaluate: EvaluateParams,
+    on_epoch: PopulationCallback | None = None,
+) -> list[TrainResult | TrainingError]:
+    """Train every trial of ``trains``; one result per trial, in order: what train_model returns.
+
+    Trials of one :func:`shape_key` (two or more) train as one population; the others one by one
+    with :func:`train_model`. A trial whose training diverged gets the ``TrainingError`` that
+    train_model would have raised (its population goes on without it).
+
+    ``on_epoch(trial, step, record)`` is called after each epoch of each member, with ``trial``
+    the index into ``trains`` and ``step``, ``record`` what train_model's ``on_epoch`` gets for
+    that trial (with folds: ``step`` counts epochs across folds and ``record`` names its
+    ``fold``). Members of one population report epoch by epoch, interleaved across trials; a
+    record's ``seconds`` is the whole population's epoch.
+    """
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    alone = []
+    for i, params in enumerate(trains):
+        key = shape_key(params)
+        if key is None:
+            alone.append(i)
+        else:
+            groups.setdefault(key, []).append(i)
+    results: dict[int, TrainResult | TrainingError] = {}
+    for trials in groups.values():
+        if len(trials) == 1:
+            alone.append(trials[0])
+            continue
+        started = time.perf_counter()
+        members = {i: _members_of(prepared, i, trains[i], on_epoch) for i in trials}
+        _train_group(prepared, [m for ms in members.values() for m in ms], evaluate)
+        for i, ms in members.items():
+            errors = [m.error for m in ms if m.error is not None]
+            if errors:
+                results[i] = errors[0]
+            elif len(ms) == 1:
+                results[i] = ms[0].result
+            else:
+                results[i] = combine_folds(
+                    [m.result for m in ms], trains[i].epochs, time.perf_counter() - started
+                )
+    for i in sorted(alone):
+        callback = None
+        if on_epoch is not None:
+
+            def callback(step: int, record: dict[str, float], trial: int = i) -> None:
+                assert on_epoch is not None
+                on_epoch(trial, step, record)
+
+        try:
+            results[i] = train_model(prepared, trains[i], evaluate, callback)
+        except TrainingError as exc:
+            results[i] = exc
+    return [results[i] for i in range(len(trains))]
