@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.optim.adam import adam
 
 from tcr_pipeline.config import EvaluateParams, TrainParams
 from tcr_pipeline.models import FeedForward, build_model
@@ -89,7 +90,7 @@ class _Member:
     best_value: float = -math.inf
     best_state: dict[str, torch.Tensor] | None = None
     steps: int = 0
-    loss_sum: float = 0.0
+    adam_steps: list[torch.Tensor] = field(default_factory=list)  # torch's Adam state "step"
     rows_seen: int = 0
     error: TrainingError | None = None
     history: list[dict[str, float]] = field(default_factory=list)
@@ -150,6 +151,9 @@ class _Population:
         self.buffers = dict(buffers)
         self.adam = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()}
         self.batch_size = members[0].params.batch_size
+        self.loss_sums = torch.zeros(len(members), device=device)  # per member, this epoch
+        for m in members:
+            m.adam_steps = [torch.zeros((), dtype=torch.float32) for _ in self.params]
 
     def _call(
         self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
@@ -164,6 +168,7 @@ class _Population:
         self.params = {k: v[index] for k, v in self.params.items()}
         self.buffers = {k: v[index] for k, v in self.buffers.items()}
         self.adam = {k: (a[index], b[index]) for k, (a, b) in self.adam.items()}
+        self.loss_sums = self.loss_sums[index]
         self.members = members
 
     def _inputs(self, members: list[_Member], rows: torch.Tensor) -> torch.Tensor:
@@ -202,28 +207,58 @@ class _Population:
             logits, self.labels[rows], reduction="none"
         ).mean(1)
         grads = dict(zip(params, torch.autograd.grad(losses.sum(), list(params.values())), strict=True))
-        for m, loss in zip(members, losses.detach().cpu().tolist(), strict=True):
-            m.steps += 1
-            m.loss_sum += loss * rows.shape[1]
-            m.rows_seen += rows.shape[1]
         with torch.no_grad():
-            params = {k: v.detach() for k, v in params.items()}
-            adam = (
-                self.adam if index is None else {k: (a[index], b[index]) for k, (a, b) in self.adam.items()}
-            )
-            lr = torch.tensor([m.params.lr for m in members], dtype=torch.float32, device=self.device)
-            decay = torch.tensor(
-                [m.params.weight_decay for m in members], dtype=torch.float32, device=self.device
-            )
-            vectorised_adam_step(params, grads, adam, [m.steps for m in members], lr, decay)
-            if index is not None:  # write the members' slices back
-                for k, v in params.items():
-                    self.params[k][index] = v
-                for k, v in buffers.items():
+            if index is None:
+                self.loss_sums += losses.detach() * rows.shape[1]
+            else:
+                self.loss_sums[index] += losses.detach() * rows.shape[1]
+                for k, v in buffers.items():  # the BatchNorm statistics of the members that stepped
                     self.buffers[k][index] = v
-                for k, (a, b) in adam.items():
-                    self.adam[k][0][index] = a
-                    self.adam[k][1][index] = b
+            for m in members:
+                m.steps += 1
+                m.rows_seen += rows.shape[1]
+            if self.device.type == "cpu":
+                self._adam_per_member(positions, grads)
+            else:
+                self._adam_stacked(index, grads)
+
+    def _adam_per_member(self, positions: list[int], grads: dict[str, torch.Tensor]) -> None:
+        """torch's fused Adam on each member's slices in turn (in cache: fastest on a CPU)."""
+        for j, p in enumerate(positions):
+            m = self.members[p]
+            adam(
+                [v[p] for v in self.params.values()],
+                [g[j].contiguous() for g in grads.values()],
+                [a[p] for a, _ in self.adam.values()],
+                [b[p] for _, b in self.adam.values()],
+                [],
+                m.adam_steps,
+                fused=True,
+                lr=m.params.lr,
+                weight_decay=m.params.weight_decay,
+                beta1=_BETAS[0],
+                beta2=_BETAS[1],
+                eps=_EPS,
+                amsgrad=False,
+                maximize=False,
+            )
+
+    def _adam_stacked(self, index: torch.Tensor | None, grads: dict[str, torch.Tensor]) -> None:
+        """:func:`vectorised_adam_step` on the stacks (a few large kernels: fastest on a GPU)."""
+        members = self.members if index is None else [self.members[i] for i in index.tolist()]
+        params = self.params if index is None else {k: v[index] for k, v in self.params.items()}
+        state = self.adam if index is None else {k: (a[index], b[index]) for k, (a, b) in self.adam.items()}
+        lr = torch.tensor([m.params.lr for m in members], dtype=torch.float32, device=self.device)
+        decay = torch.tensor(
+            [m.params.weight_decay for m in members], dtype=torch.float32, device=self.device
+        )
+        vectorised_adam_step(params, grads, state, [m.steps for m in members], lr, decay)
+        if index is not None:  # write the members' slices back
+            for k, v in params.items():
+                self.params[k][index] = v
+            for k, (a, b) in state.items():
+                self.adam[k][0][index] = a
+                self.adam[k][1][index] = b
 
     def train_epoch(self) -> None:
         """Every member's epoch: its own batch order, drawn as train_once draws it."""
@@ -235,7 +270,8 @@ class _Population:
             else:
                 order = torch.randperm(n, generator=m.generator)
             orders.append(m.train_rows[order].to(self.device))
-            m.loss_sum, m.rows_seen = 0.0, 0
+            m.rows_seen = 0
+        self.loss_sums = torch.zeros(len(self.members), device=self.device)
         lengths = [len(o) for o in orders]
         padded = torch.zeros((len(orders), max(lengths)), dtype=torch.long, device=self.device)
         for i, order in enumerate(orders):
@@ -281,11 +317,12 @@ def _validate(
         rows_key = (folds, m.params.fold_seed if folds > 1 else 0, m.fold)
         by_rows.setdefault((rows_key, m.params.model.residues), []).append(m)
     diverged = []
+    loss_sums = dict(zip(population.members, population.loss_sums.cpu().tolist(), strict=True))
     for members in by_rows.values():
         rows = members[0].val_rows
         truth = (prepared.labels[rows], prepared.epitopes_of(rows))
         for m, scores in zip(members, population.predict(members, rows), strict=True):
-            train_loss = m.loss_sum / max(m.rows_seen, 1)
+            train_loss = loss_sums[m] / max(m.rows_seen, 1)
             try:
                 record, value = epoch_record(
                     epoch, train_loss, scores, truth, evaluate, started, len(m.train_rows)
