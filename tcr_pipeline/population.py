@@ -146,7 +146,7 @@ class _Population:
         self.labels = prepared.labels.to(device)
         self.prefix, body = _body(members[0].model)
         self.template = copy.deepcopy(body).to("meta")
-        params, buffers = stack_module_state([_body(m.model)[1] for m in members])  # type: ignore[arg-type]
+        params, buffers = stack_module_state([_body(m.model)[1] for m in members])
         self.params = {k: v.detach() for k, v in params.items()}
         self.buffers = dict(buffers)
         self.adam = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()}
@@ -217,8 +217,8 @@ class _Population:
             for m in members:
                 m.steps += 1
                 m.rows_seen += rows.shape[1]
-            if self.device.type == "cpu":
-                self._adam_per_member(positions, grads)
+            if self.device.type == "cpu":  # (fused Adam needs contiguous gradients: vmap's may not be)
+                self._adam_per_member(positions, {k: g.contiguous() for k, g in grads.items()})
             else:
                 self._adam_stacked(index, grads)
 
@@ -228,7 +228,7 @@ class _Population:
             m = self.members[p]
             adam(
                 [v[p] for v in self.params.values()],
-                [g[j].contiguous() for g in grads.values()],
+                [g[j] for g in grads.values()],
                 [a[p] for a, _ in self.adam.values()],
                 [b[p] for _, b in self.adam.values()],
                 [],
