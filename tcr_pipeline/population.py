@@ -390,20 +390,19 @@ def _members_of(
                 else:
                     on_epoch(trial, fold * params.epochs + epoch, {**record, "fold": fold + 1})
 
-        members.append(
-            _Member(
-                trial=trial,
-                fold=k,
-                params=member_params,
-                train_rows=train_rows,
-                val_rows=val_rows,
-                model=model,
-                generator=torch.Generator().manual_seed(member_params.seed),
-                weights=balanced_weights(prepared.labels[train_rows]) if params.balanced else None,
-                result=TrainResult(model=model, device=str(device), val_rows=val_rows),
-                report=report,
-            )
+        member = _Member(  # trial, fold, params, rows to train and to validate on, model
+            trial,
+            k,
+            member_params,
+            train_rows,
+            val_rows,
+            model,
+            generator=torch.Generator().manual_seed(member_params.seed),
+            weights=balanced_weights(prepared.labels[train_rows]) if params.balanced else None,
+            result=TrainResult(model=model, device=str(device), val_rows=val_rows),
+            report=report,
         )
+        members.append(member)
     return members
 
 
