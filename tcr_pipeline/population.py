@@ -2,23 +2,29 @@
 
 Trials whose models have the same shapes (:func:`shape_key`) become the members of one
 population: their weights are stacked (``torch.func.stack_module_state``) and each training step
-runs every member's forward pass in one ``torch.func.vmap`` over ``functional_call``, then one
-backward pass and one vectorised Adam update. With ``train.folds = K`` every (trial, fold) pair is
-a member. Each member is what :func:`tcr_pipeline.training.train_once` would train:
+computes every member's logits at once (:mod:`tcr_pipeline.stacking`: ``torch.func.vmap`` over
+``functional_call`` for the paper MLPs, one ``embedding_bag`` for ``kmer``), then one backward
+pass and an Adam step per member (torch's fused Adam on each member's slices on a CPU, where it
+stays in cache; :func:`~tcr_pipeline.stacking.vectorised_adam_step` on the whole stacks on a
+GPU). With ``train.folds = K`` every (trial, fold) pair is a member. Each member is what
+:func:`tcr_pipeline.training.train_once` would train:
 
 * its model is built as there (``torch.manual_seed(seed)``, then ``build_model``), and its own
   generator, seeded the same way, draws the same class-balanced batch orders;
 * its own learning rate, weight decay and number of epochs (a member that has run its epochs
   leaves the stacks: the others go on without it), its own best epoch, curves and validation
-  scores. :func:`vectorised_adam_step` is ``torch.optim.Adam`` (L2 added to the gradient) with a
-  learning rate and a weight decay per member;
+  scores; Adam as ``torch.optim.Adam`` (L2 added to the gradient);
 * BatchNorm keeps its running statistics: the stacked buffers are updated in place under
   ``vmap``, member by member, and evaluation uses them as ``model.eval()`` does.
 
 Same seeds give the same curves, best epochs and scores as training the trials one by one, up to
-float rounding (batched matrix products sum in another order). The paper MLPs (``small``,
-``medium``, ``large``, on any encoding) and ``kmer`` have no dropout; ``cnn`` (dropout, and a
-batch-dependent width in its input) trains one trial at a time, as do trials alone in their group.
+float rounding (batched products sum in another order; in a Linear layer feeding a BatchNorm,
+Adam scales the rounding-level gradients of weights that cannot change the output to steps of
+±lr, so there evaluation-mode scores agree less closely: ``tests/test_population.py``). The
+paper MLPs (``small``, ``medium``, ``large``, on any encoding; no dropout) and ``kmer`` are
+vectorised. ``cnn`` trains one trial at a time, as do trials alone in their group: its input
+width depends on the batch (``models.compact``), and its dropout would draw other random numbers
+under ``vmap(randomness="different")`` than one by one.
 
 Batches are indexed from ``prepared.features`` and passed to the model's own input layer exactly
 as ``train_once`` does, whatever the features' dtype; the input layer (no weights: the aligned
@@ -27,7 +33,6 @@ codes → residue vectors and one-hots) runs once on all members' rows of a step
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -37,12 +42,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state
 from torch.optim.adam import adam
 
 from tcr_pipeline.config import EvaluateParams, TrainParams
 from tcr_pipeline.models import FeedForward, build_model
 from tcr_pipeline.prepare import Prepared
+from tcr_pipeline.stacking import BETAS, EPS, Inputs, stacked_forward, vectorised_adam_step
 from tcr_pipeline.training import (
     TrainingError,
     TrainResult,
@@ -55,9 +61,7 @@ from tcr_pipeline.training import (
 )
 
 PopulationCallback = Callable[[int, int, dict[str, float]], None]
-VECTORISED_KINDS = ("small", "medium", "large")
-_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train_once uses them
-_EPS = 1e-8
+VECTORISED_KINDS = ("small", "medium", "large", "kmer")
 _PREDICT_ROWS = 65536  # predict_scores' chunk
 
 
@@ -96,44 +100,9 @@ class _Member:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _body(model: nn.Module) -> tuple[str, nn.Module]:
-    """(state-dict prefix, the part with weights) of a paper network."""
-    if isinstance(model, FeedForward):
-        return "net.", model.net
-    return "", model
-
-
-def _front(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's input layer without weights (aligned codes → floats), row by row."""
-    return model.expand(x) if isinstance(model, FeedForward) else x
-
-
-def vectorised_adam_step(
-    params: dict[str, torch.Tensor],
-    grads: dict[str, torch.Tensor],
-    state: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    steps: Sequence[int],
-    lr: torch.Tensor,
-    weight_decay: torch.Tensor,
-) -> None:
-    """One ``torch.optim.Adam`` step of stacked members (dim 0), in place.
-
-    ``steps`` are the members' step counts after this step; ``lr`` and ``weight_decay`` hold one
-    value per member; ``state`` the (exp_avg, exp_avg_sq) of each stacked parameter.
-    """
-    beta1, beta2 = _BETAS
-    device = lr.device
-    step_size = torch.tensor([1 / (1 - beta1**s) for s in steps], dtype=torch.float64, device=device)
-    step_size = (lr.double() * step_size).to(lr.dtype)
-    correction = torch.tensor([(1 - beta2**s) ** 0.5 for s in steps], dtype=lr.dtype, device=device)
-    for name, param in params.items():
-        shape = (-1,) + (1,) * (param.dim() - 1)
-        grad = grads[name] + weight_decay.view(shape) * param
-        exp_avg, exp_avg_sq = state[name]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (exp_avg_sq.sqrt() / correction.view(shape)).add_(_EPS)
-        param.add_(exp_avg / denom * -step_size.view(shape))
+def _input_key(member: _Member) -> str:
+    """Members of one key share their input layer (the paper networks' residue vectors)."""
+    return member.params.model.residues if isinstance(member.model, FeedForward) else ""
 
 
 class _Population:
@@ -144,21 +113,17 @@ class _Population:
         self.device = device
         self.features = prepared.features.to(device)
         self.labels = prepared.labels.to(device)
-        self.prefix, body = _body(members[0].model)
-        self.template = copy.deepcopy(body).to("meta")
-        params, buffers = stack_module_state([_body(m.model)[1] for m in members])
+        self.forward = stacked_forward(members[0].model)
+        bodies = [self.forward.body_of(m.model)[1] for m in members]
+        params, buffers = stack_module_state(bodies)
         self.params = {k: v.detach() for k, v in params.items()}
-        self.buffers = dict(buffers)
+        persistent = bodies[0].state_dict().keys()  # (not the input layer's lookup tables)
+        self.buffers = {k: v for k, v in buffers.items() if k in persistent}
         self.adam = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()}
         self.batch_size = members[0].params.batch_size
         self.loss_sums = torch.zeros(len(members), device=device)  # per member, this epoch
         for m in members:
             m.adam_steps = [torch.zeros((), dtype=torch.float32) for _ in self.params]
-
-    def _call(
-        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
-    ) -> torch.Tensor:
-        return functional_call(self.template, (params, buffers), (x,))
 
     def keep(self, members: list[_Member]) -> None:
         """Go on with ``members`` only (the others have run all their epochs or diverged)."""
@@ -171,26 +136,25 @@ class _Population:
         self.loss_sums = self.loss_sums[index]
         self.members = members
 
-    def _inputs(self, members: list[_Member], rows: torch.Tensor) -> torch.Tensor:
-        """(members, rows, features) after each member's input layer; rows: (members, batch)."""
+    def _inputs(self, members: list[_Member], rows: torch.Tensor) -> Inputs:
+        """Each member's input layer on its rows: tensors of (members, batch, …); rows (members, batch)."""
         x = self.features[rows.flatten()]
         groups: dict[str, list[int]] = {}
         for i, m in enumerate(members):
-            groups.setdefault(m.params.model.residues, []).append(i)
+            groups.setdefault(_input_key(m), []).append(i)
         if len(groups) == 1:
-            return _front(members[0].model, x).unflatten(0, rows.shape)
+            return tuple(t.unflatten(0, rows.shape) for t in self.forward.inputs(members[0].model, x))
         parts = x.unflatten(0, rows.shape)
-        out: torch.Tensor | None = None
+        out: list[torch.Tensor] = []
         for positions in groups.values():
             index = torch.tensor(positions, dtype=torch.long, device=self.device)
-            h = _front(members[positions[0]].model, parts[index].flatten(0, 1)).unflatten(
-                0, (len(positions), -1)
-            )
-            if out is None:
-                out = h.new_empty((len(members), *h.shape[1:]))
-            out[index] = h
-        assert out is not None
-        return out
+            inputs = self.forward.inputs(members[positions[0]].model, parts[index].flatten(0, 1))
+            for k, t in enumerate(inputs):
+                t = t.unflatten(0, (len(positions), -1))
+                if len(out) <= k:
+                    out.append(t.new_empty((len(members), *t.shape[1:])))
+                out[k][index] = t
+        return tuple(out)
 
     def train_step(self, positions: list[int], rows: torch.Tensor) -> None:
         """One optimiser step of the members at ``positions`` on their batches ``rows``."""
@@ -201,8 +165,9 @@ class _Population:
             k: (v if index is None else v[index]).detach().requires_grad_() for k, v in self.params.items()
         }
         buffers = self.buffers if index is None else {k: v[index] for k, v in self.buffers.items()}
-        self.template.train()
-        logits = vmap(self._call)(params, buffers, self._inputs(members, rows)).squeeze(-1)
+        logits = self.forward.logits(
+            params, buffers, self._inputs(members, rows), shared=False, training=True
+        )
         losses = nn.functional.binary_cross_entropy_with_logits(
             logits, self.labels[rows], reduction="none"
         ).mean(1)
@@ -236,9 +201,9 @@ class _Population:
                 fused=True,
                 lr=m.params.lr,
                 weight_decay=m.params.weight_decay,
-                beta1=_BETAS[0],
-                beta2=_BETAS[1],
-                eps=_EPS,
+                beta1=BETAS[0],
+                beta2=BETAS[1],
+                eps=EPS,
                 amsgrad=False,
                 maximize=False,
             )
@@ -292,19 +257,19 @@ class _Population:
         index = torch.tensor([self.members.index(m) for m in members], dtype=torch.long, device=self.device)
         params = {k: v[index] for k, v in self.params.items()}
         buffers = {k: v[index] for k, v in self.buffers.items()}
-        self.template.eval()
         out = []
         for start in range(0, len(rows), _PREDICT_ROWS):
-            x = _front(members[0].model, self.features[rows[start : start + _PREDICT_ROWS].to(self.device)])
-            logits = vmap(self._call, in_dims=(0, 0, None))(params, buffers, x)
-            out.append(torch.sigmoid(logits.squeeze(-1)).float().cpu())
+            x = self.features[rows[start : start + _PREDICT_ROWS].to(self.device)]
+            inputs = self.forward.inputs(members[0].model, x)
+            logits = self.forward.logits(params, buffers, inputs, shared=True, training=False)
+            out.append(torch.sigmoid(logits).float().cpu())
         return torch.cat(out, dim=1) if out else torch.empty(len(members), 0)
 
     def state_of(self, member: _Member) -> dict[str, torch.Tensor]:
         """The member's state dict (its slice of the stacks), cloned."""
         i = self.members.index(member)
         state = {**self.params, **self.buffers}
-        return {self.prefix + k: v[i].detach().clone() for k, v in state.items()}
+        return {self.forward.prefix + k: v[i].detach().clone() for k, v in state.items()}
 
 
 def _validate(
@@ -315,7 +280,7 @@ def _validate(
     for m in population.members:  # members validated on the same rows with the same input layer
         folds = m.params.folds
         rows_key = (folds, m.params.fold_seed if folds > 1 else 0, m.fold)
-        by_rows.setdefault((rows_key, m.params.model.residues), []).append(m)
+        by_rows.setdefault((rows_key, _input_key(m)), []).append(m)
     diverged = []
     loss_sums = dict(zip(population.members, population.loss_sums.cpu().tolist(), strict=True))
     for members in by_rows.values():

@@ -10,10 +10,11 @@ import torch
 from tcr_pipeline.bundle import load_bundle
 from tcr_pipeline.config import EvaluateParams, ModelParams, Params, PrepareParams, TrainParams
 from tcr_pipeline.data import load_pairs
-from tcr_pipeline.models import Ensemble
-from tcr_pipeline.population import shape_key, train_population, vectorised_adam_step
+from tcr_pipeline.models import Ensemble, FeedForward
+from tcr_pipeline.population import shape_key, train_population
 from tcr_pipeline.prepare import Prepared, encode_pairs
 from tcr_pipeline.recipe import fit_and_save, fit_and_save_population
+from tcr_pipeline.stacking import vectorised_adam_step
 from tcr_pipeline.training import TrainingError, TrainResult, predict_scores, train_model
 
 EVALUATE = EvaluateParams()
@@ -90,7 +91,11 @@ def test_folds_are_members_and_make_each_trials_ensemble(aligned: Prepared) -> N
     population = train_population(aligned, trains, EVALUATE, lambda t, s, r: calls.append((t, s, r["fold"])))
     for mine, params in zip(population, trains, strict=True):
         seen: list[tuple[int, float]] = []
-        alone = train_model(aligned, params, EVALUATE, lambda s, r, seen=seen: seen.append((s, r["fold"])))
+
+        def record(step: int, values: dict[str, float], seen: list[tuple[int, float]] = seen) -> None:
+            seen.append((step, values["fold"]))
+
+        alone = train_model(aligned, params, EVALUATE, record)
         assert isinstance(mine, TrainResult)
         assert isinstance(mine.model, Ensemble)
         assert len(mine.model.members) == 3
@@ -119,7 +124,8 @@ def test_batchnorm_keeps_each_members_running_statistics(aligned: Prepared) -> N
         assert mine.val_scores is not None
         assert alone.val_scores is not None
         torch.testing.assert_close(mine.val_scores, alone.val_scores, atol=2e-2, rtol=0)
-        net = mine.model.net  # type: ignore[union-attr]
+        assert isinstance(mine.model, FeedForward)
+        net = mine.model.net
         feeds_batchnorm = {
             f"net.{i}." for i in range(len(net) - 1) if isinstance(net[i + 1], torch.nn.BatchNorm1d)
         }
@@ -135,6 +141,24 @@ def test_batchnorm_keeps_each_members_running_statistics(aligned: Prepared) -> N
         mine.model.train(), alone.model.train()
         with torch.no_grad():
             torch.testing.assert_close(mine.model(x), alone.model(x), atol=1e-3, rtol=1e-3)
+
+
+def test_kmer_members_train_as_kmer_models_do(aligned: Prepared) -> None:
+    def kmer(**changes: object) -> ModelParams:
+        return ModelParams(kind="kmer", kmer_sizes=(1, 2)).model_copy(update=changes)
+
+    trains = [
+        _trial(model=kmer(), seed=1, lr=0.01, weight_decay=1e-4, epochs=3),
+        _trial(model=kmer(), seed=2, lr=0.03, epochs=2, folds=2),
+        _trial(model=kmer(head="sigmoid"), seed=3, epochs=2),
+        _trial(model=kmer(head="sigmoid"), seed=4, epochs=3, lr=0.003, weight_decay=1e-3),
+        _trial(model=kmer(genes=False), seed=5, epochs=2),
+        _trial(model=kmer(genes=False), seed=6, epochs=2, lr=0.02),
+    ]
+    assert len({shape_key(t) for t in trains}) == 3  # one population per head / genes setting
+    population = train_population(aligned, trains, EVALUATE)
+    for mine, params in zip(population, trains, strict=True):
+        _assert_same(mine, train_model(aligned, params, EVALUATE))
 
 
 def test_vectorised_adam_is_torch_adam_per_member() -> None:
@@ -163,6 +187,9 @@ def test_shape_keys_group_only_what_can_share_a_population() -> None:
     assert shape_key(small) != shape_key(_trial(model=ModelParams(kind="small", small_widths=(64, 16))))
     assert shape_key(_trial(model=ModelParams(kind="medium"))) != shape_key(
         _trial(model=ModelParams(kind="large"))
+    )
+    assert shape_key(_trial(model=ModelParams(kind="kmer"))) != shape_key(
+        _trial(model=ModelParams(kind="small"))
     )
     assert shape_key(_trial(model=ModelParams(kind="cnn"))) is None
 
