@@ -38,7 +38,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -61,6 +61,7 @@ from tcr_pipeline.training import (
 )
 
 PopulationCallback = Callable[[int, int, dict[str, float]], None]
+AdamKind = Literal["auto", "fused", "stacked"]
 VECTORISED_KINDS = ("small", "medium", "large", "kmer")
 _PREDICT_ROWS = 65536  # predict_scores' chunk
 
@@ -108,9 +109,12 @@ def _input_key(member: _Member) -> str:
 class _Population:
     """The stacked weights, buffers and Adam state of the members still training."""
 
-    def __init__(self, prepared: Prepared, members: list[_Member], device: torch.device) -> None:
+    def __init__(
+        self, prepared: Prepared, members: list[_Member], device: torch.device, adam: AdamKind
+    ) -> None:
         self.members = members
         self.device = device
+        self.stacked_adam = adam == "stacked" or (adam == "auto" and device.type != "cpu")
         self.features = prepared.features.to(device)
         self.labels = prepared.labels.to(device)
         self.forward = stacked_forward(members[0].model)
@@ -182,10 +186,10 @@ class _Population:
             for m in members:
                 m.steps += 1
                 m.rows_seen += rows.shape[1]
-            if self.device.type == "cpu":  # (fused Adam needs contiguous gradients: vmap's may not be)
-                self._adam_per_member(positions, {k: g.contiguous() for k, g in grads.items()})
-            else:
+            if self.stacked_adam:
                 self._adam_stacked(index, grads)
+            else:  # (fused Adam needs contiguous gradients: vmap's may not be)
+                self._adam_per_member(positions, {k: g.contiguous() for k, g in grads.items()})
 
     def _adam_per_member(self, positions: list[int], grads: dict[str, torch.Tensor]) -> None:
         """torch's fused Adam on each member's slices in turn (in cache: fastest on a CPU)."""
@@ -305,11 +309,13 @@ def _validate(
     return diverged
 
 
-def _train_group(prepared: Prepared, members: list[_Member], evaluate: EvaluateParams) -> None:
+def _train_group(
+    prepared: Prepared, members: list[_Member], evaluate: EvaluateParams, adam: AdamKind
+) -> None:
     """Train ``members`` (one shape key) as one population; fills each member's result."""
     device = resolve_device(members[0].params.device)
     started = time.perf_counter()
-    population = _Population(prepared, members, device)
+    population = _Population(prepared, members, device, adam)
     failed: set[int] = set()
     epoch = 0
     while population.members:
@@ -376,6 +382,7 @@ def train_population(
     trains: Sequence[TrainParams],
     evaluate: EvaluateParams,
     on_epoch: PopulationCallback | None = None,
+    adam: AdamKind = "auto",
 ) -> list[TrainResult | TrainingError]:
     """Train every trial of ``trains``; one result per trial, in order: what train_model returns.
 
@@ -388,6 +395,10 @@ def train_population(
     that trial (with folds: ``step`` counts epochs across folds and ``record`` names its
     ``fold``). Members of one population report epoch by epoch, interleaved across trials; a
     record's ``seconds`` is the whole population's epoch.
+
+    ``adam``: ``fused`` (torch's fused Adam on each member in turn), ``stacked``
+    (:func:`~tcr_pipeline.stacking.vectorised_adam_step` on all members at once) or ``auto``
+    (fused on a CPU, stacked on a GPU).
     """
     groups: dict[tuple[Any, ...], list[int]] = {}
     alone = []
@@ -404,7 +415,7 @@ def train_population(
             continue
         started = time.perf_counter()
         members = {i: _members_of(prepared, i, trains[i], on_epoch) for i in trials}
-        _train_group(prepared, [m for ms in members.values() for m in ms], evaluate)
+        _train_group(prepared, [m for ms in members.values() for m in ms], evaluate, adam)
         for i, ms in members.items():
             errors = [m.error for m in ms if m.error is not None]
             if errors:

@@ -11,7 +11,7 @@ from tcr_pipeline.bundle import load_bundle
 from tcr_pipeline.config import EvaluateParams, ModelParams, Params, PrepareParams, TrainParams
 from tcr_pipeline.data import load_pairs
 from tcr_pipeline.models import Ensemble, FeedForward
-from tcr_pipeline.population import shape_key, train_population
+from tcr_pipeline.population import AdamKind, shape_key, train_population
 from tcr_pipeline.prepare import Prepared, encode_pairs
 from tcr_pipeline.recipe import fit_and_save, fit_and_save_population
 from tcr_pipeline.stacking import vectorised_adam_step
@@ -85,10 +85,17 @@ def test_a_population_trains_each_trial_as_train_model_does(aligned: Prepared) -
     assert [len(r.history) for r in population if isinstance(r, TrainResult)] == [3, 2, 4, 3]
 
 
-def test_folds_are_members_and_make_each_trials_ensemble(aligned: Prepared) -> None:
-    trains = [_trial(seed=3, folds=3, epochs=2), _trial(seed=4, folds=3, epochs=3, lr=0.02)]
+@pytest.mark.parametrize("adam", ["fused", "stacked"])
+def test_folds_are_members_and_make_each_trials_ensemble(aligned: Prepared, adam: AdamKind) -> None:
+    # folds differ in size: their last batches step in subgroups of the population
+    trains = [
+        _trial(seed=3, folds=3, epochs=2),
+        _trial(seed=4, folds=3, epochs=3, lr=0.02, weight_decay=1e-3),
+    ]
     calls: list[tuple[int, int, float]] = []
-    population = train_population(aligned, trains, EVALUATE, lambda t, s, r: calls.append((t, s, r["fold"])))
+    population = train_population(
+        aligned, trains, EVALUATE, lambda t, s, r: calls.append((t, s, r["fold"])), adam=adam
+    )
     for mine, params in zip(population, trains, strict=True):
         seen: list[tuple[int, float]] = []
 
