@@ -26,6 +26,7 @@ from torch.func import functional_call, vmap
 from tcr_pipeline.models import FeedForward, KmerLinear, pair_logit
 
 Inputs = tuple[torch.Tensor, ...]
+State = dict[str, torch.Tensor]  # stacked parameters or buffers by name
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train_once uses them
 EPS = 1e-8
 
@@ -52,12 +53,7 @@ class StackedNetwork:
         return functional_call(self.template, (params, buffers), (h,))
 
     def logits(
-        self,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        inputs: Inputs,
-        shared: bool,
-        training: bool,
+        self, params: State, buffers: State, inputs: Inputs, shared: bool, training: bool
     ) -> torch.Tensor:
         """(members, rows) logits; ``shared``: the same (rows, …) inputs for every member."""
         self.template.train(training)
@@ -86,12 +82,7 @@ class StackedKmer:
         return model.kmer_codes(x), gene_codes, model.columns.category(x, "Epitope").unsqueeze(1)
 
     def logits(
-        self,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        inputs: Inputs,
-        shared: bool,
-        training: bool,
+        self, params: State, buffers: State, inputs: Inputs, shared: bool, training: bool
     ) -> torch.Tensor:
         weight = params["kmers.weight"]  # (G, V, outputs)
         members, vocabulary, outputs = weight.shape
