@@ -10,7 +10,7 @@ What runs, in this order, in one invocation:
 
 1. ``prepare_dataset`` on the shipped ``data/raw/viral_pairs.csv`` into a temporary directory.
 2. **Plain loop** — a fresh subprocess (``OMP_NUM_THREADS=1`` and ``torch.set_num_threads(1)``)
-   calls :func:`tcr_pipeline.search.run_trial` for the N trials one after the other, writing to
+   calls :func:`tcr_pipeline.trials.run_trial` for the N trials one after the other, writing to
    its own store. Compute = each record's ``seconds`` (the time inside ``run_trial``: prepared-data
    load on the first call, training, evaluation, bundle and record writes); wall = the loop.
 3. **Prefect server** — a real ``prefect server start`` subprocess on a free loopback port with
@@ -184,7 +184,7 @@ def first_trial_excess(rows: list[dict[str, Any]]) -> dict[str, float]:
 def baseline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """The plain loop, in its own process: ``run_trial`` for each trial, one after the other."""
     torch.set_num_threads(spec["threads"])
-    from tcr_pipeline.search import run_trial
+    from tcr_pipeline.trials import run_trial
 
     store = Store(spec["store"])
     train = TrainParams.model_validate(spec["train"])

@@ -44,9 +44,11 @@ from tcr_pipeline.data import load_pairs, tcr_keys
 from tcr_pipeline.files import sha256_file, write_json_atomic
 from tcr_pipeline.metrics import compute_metrics, epitope_aucs
 from tcr_pipeline.prepare import encode_pairs, write_prepared
-from tcr_pipeline.search import SearchDriver, register_top, run_trial
+from tcr_pipeline.promotion import register_top
+from tcr_pipeline.search import SearchDriver
 from tcr_pipeline.splits import _sizes
 from tcr_pipeline.store import RunManifest, Store
+from tcr_pipeline.trials import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 

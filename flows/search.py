@@ -30,10 +30,12 @@ from tcr_pipeline.config import EvaluateParams, PrepareParams, SearchParams, Tra
 from tcr_pipeline.data import load_pairs
 from tcr_pipeline.errors import InfrastructureError
 from tcr_pipeline.prepare import load_prepared
-from tcr_pipeline.search import SearchDriver, Suggestion, new_batch_id, promote_best, register_top, run_batch
+from tcr_pipeline.promotion import promote_best, register_top
+from tcr_pipeline.search import SearchDriver, Suggestion
 from tcr_pipeline.search_run import close_run, open_run
 from tcr_pipeline.splits import split_pairs
 from tcr_pipeline.store import Store, TrialRecord
+from tcr_pipeline.trials import new_batch_id, run_batch
 
 INFRA_RETRIES = 2  # resubmissions of a task whose worker died: a trial runs at most 3 times
 # infrastructure failures in a row, per trial in flight, after which the search stops
@@ -71,6 +73,7 @@ def batch_task(
     prepared_dir: str,
     train: dict[str, Any],
     evaluate: dict[str, Any],
+    vectorise: bool = True,
 ) -> list[dict[str, Any]]:
     """Train and evaluate one batch of trials on a Dask worker; each record is in the store.
 
@@ -87,6 +90,7 @@ def batch_task(
         prepared_dir,
         train_params,
         EvaluateParams.model_validate(evaluate),
+        vectorise,
     )
     return [record.model_dump(mode="json") for record in records]
 
@@ -153,7 +157,9 @@ def search_trials(
     infra_failures = 0  # in a row; a finished batch resets it
 
     def submit(batch: str, members: list[Suggestion], tries: int = 0) -> None:
-        future = batch_task.submit(store_root, run_id, batch, members, prepared_dir, train, evaluate)
+        future = batch_task.submit(
+            store_root, run_id, batch, members, prepared_dir, train, evaluate, settings.vectorise
+        )
         pending[future] = (batch, members, tries)
 
     def in_flight() -> int:

@@ -146,7 +146,8 @@ class SearchParams(_Section):
 
     max_evals: int = Field(8, ge=1)
     parallelism: int = Field(2, ge=1)
-    batch_size: int = Field(1, ge=1)  # trials per task: TPE suggests them at once (see docs/search.md)
+    batch_size: int = Field(1, ge=1)  # trials per task: TPE suggests them at once (README)
+    vectorise: bool = True  # a batch's same-architecture trials train as one population (trials.py)
     seed: int | None = None  # None: each new run draws one (recorded in its manifest)
     n_startup: int = Field(5, ge=1)
     top_k: int = Field(3, ge=1)

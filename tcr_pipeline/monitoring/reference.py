@@ -5,7 +5,7 @@ and validation splits pooled when ``train.folds`` > 1 (each fold model learns fr
 rows) — and holds the model's scores on its test split, the reference of its predictions.
 
 It is built from the prepared data when the model is **registered**
-(:func:`save_reference`, called by ``search.register_top``) and saved beside the model
+(:func:`save_reference`, called by ``promotion.register_top``) and saved beside the model
 (:func:`tcr_pipeline.store.reports.reference_path`), so monitoring never reads the raw
 data again. A model registered before profiles were saved gets one on its first monitoring run,
 from its run's prepared directory, else from a training CSV passed explicitly
