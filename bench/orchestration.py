@@ -1269,12 +1269,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     total_started = time.perf_counter()
-    load_before = os.getloadavg()
-    if load_before[0] > 0.5 * (os.cpu_count() or 1):
-        console.print(
-            f"[yellow]warning: 1-minute load average {load_before[0]:.2f} — other processes compete "
-            "for the CPU; timings will be noisy[/yellow]"
-        )
+    load_before = harness.load_at_start(lambda message: console.print(f"[yellow]{message}[/yellow]"))
     work = Path(tempfile.mkdtemp(prefix="tcr-bench-orch-"))
     server = PrefectServer(home=work / "prefect-home", log=work / "prefect-server.log")
     try:
@@ -1447,18 +1442,8 @@ def main(argv: list[str] | None = None) -> int:
         "command_to_first_trial": first_trial,
         "diagnostics": diag,
         "cpu_share": shares,
-        "load_average": {"start": load_before, "end": os.getloadavg()},
-        "total_seconds": time.perf_counter() - total_started,
     }
-    write_json_atomic(args.out, results)
-    console.print(
-        "load average (1, 5, 15 min): start "
-        + ", ".join(f"{v:.2f}" for v in load_before)
-        + "; end "
-        + ", ".join(f"{v:.2f}" for v in results["load_average"]["end"])
-        + f" on {os.cpu_count()} CPUs"
-    )
-    console.print(f"wrote {args.out} in {results['total_seconds']:.0f} s")
+    harness.write_results(args.out, results, load_before, total_started, console.print)
     return 0
 
 

@@ -60,7 +60,6 @@ from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from tcr_pipeline import training
 from tcr_pipeline.config import EvaluateParams, ModelParams, PrepareParams, TrainParams
-from tcr_pipeline.files import write_json_atomic
 from tcr_pipeline.metrics import compute_metrics
 from tcr_pipeline.models import build_model
 from tcr_pipeline.prepare import Prepared, prepare_dataset
@@ -661,12 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
-    load_before = os.getloadavg()
-    if load_before[0] > 0.5 * (os.cpu_count() or 1):
-        console.print(
-            f"[yellow]warning: 1-minute load average {load_before[0]:.2f} — other processes compete "
-            "for the CPU; timings will be noisy[/yellow]"
-        )
+    load_before = harness.load_at_start(lambda message: console.print(f"[yellow]{message}[/yellow]"))
     device = training.resolve_device(args.device)
     info = machine_info(device)
     console.print(f"[bold]machine[/bold]: {info}")
@@ -744,19 +738,8 @@ def main(argv: list[str] | None = None) -> int:
             "bytes_per_row": TARGET_BYTES_PER_ROW,
             "met": fits["ours"]["bytes_per_row"] <= TARGET_BYTES_PER_ROW if fits.get("ours") else None,
         },
-        "load_average": {"start": load_before, "end": os.getloadavg()},
-        "total_seconds": time.perf_counter() - started,
     }
-    write_json_atomic(args.out, results)
-    load_end = results["load_average"]["end"]
-    console.print(
-        "load average (1, 5, 15 min): start "
-        + ", ".join(f"{v:.2f}" for v in load_before)
-        + "; end "
-        + ", ".join(f"{v:.2f}" for v in load_end)
-        + f"; torch threads {torch.get_num_threads()} on {os.cpu_count()} CPUs"
-    )
-    console.print(f"wrote {args.out} in {results['total_seconds']:.0f} s")
+    harness.write_results(args.out, results, load_before, started, console.print)
     return 0
 
 
