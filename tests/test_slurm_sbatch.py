@@ -56,9 +56,9 @@ def test_the_shipped_script_runs_and_a_sigterm_requeues_and_resumes(small_csv: P
         "search": {
             "n_startup": 1,
             "top_k": 1,
-            # long enough trials that the SIGTERM arrives while one is running
+            # long enough trials (≈ 5 s each) that the SIGTERM arrives while one is running
             "space": {"model.kind": {"choice": ["small"]}, "lr": {"uniform": [0.005, 0.05]},
-                      "epochs": {"choice": [30]}},
+                      "epochs": {"choice": [600]}},
         },
     }  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
