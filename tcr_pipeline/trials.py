@@ -107,8 +107,8 @@ def run_trial(
     if finished is not None:
         return finished
     started = time.perf_counter()
-    record = _start(store, run_id, Suggestion(trial_id, vals, hyperparams), batch, train.device)
     member = Suggestion(trial_id, vals, hyperparams)
+    record = _start(store, run_id, member, batch, train.device)
     fitted = _fit_alone(prepared_dir, train, member, evaluate, store.model_dir(record))
     return _finish(store, record, _outcome(fitted, evaluate), started)
 
