@@ -272,7 +272,10 @@ def synth(
     """Write synthetic pairs shaped like a real pair table, for benchmarks (see README "Data")."""
     check_output_target(out, inputs=(source,))
     options = Options(rows=rows, seed=seed, epitopes=epitopes, negatives=negatives, signal=signal)
-    with progress_bar("synth") as progress:
-        bar = progress.add_task("synth", total=rows, info=str(out))
-        write_pairs(out, options, source, lambda added: progress.advance(bar, added))
+    try:
+        with progress_bar("synth") as progress:
+            bar = progress.add_task("synth", total=rows, info=str(out))
+            write_pairs(out, options, source, lambda added: progress.advance(bar, added))
+    except OSError as exc:  # the disk filled up, say: one line naming the output (nothing is left)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
     console.print(f"{out}: {rows} rows", markup=False)

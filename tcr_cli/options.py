@@ -67,6 +67,10 @@ def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
 def existing_store(store: Path | None, hint: str = "") -> Store:
     """The store of ``--store`` / $TCR_STORE, which must be a directory already."""
     result_store = Store.from_env(store)
+    if result_store.root.exists() and not result_store.root.is_dir():
+        raise InputError(
+            f"{result_store.root}: not a directory, so not a store (pass --store or set TCR_STORE)"
+        )
     if not result_store.root.is_dir():
         raise InputError(
             f"{result_store.root}: no such store directory (pass --store or set TCR_STORE{hint})"

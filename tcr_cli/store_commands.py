@@ -16,7 +16,7 @@ from tcr_pipeline.store import RegistryEntry, Store, check_store, mark_stale, su
 
 def runs(store: StoreOption = None) -> None:
     """List the search runs in the store: status, progress, best objective."""
-    result_store = Store.from_env(store)
+    result_store = existing_store(store)
     table = Table(title=f"runs in {result_store.root}")
     for column in ("run", "status", "trials", "failed", "best", "started", "finished", "data"):
         table.add_column(column)

@@ -39,6 +39,8 @@ from tcr_pipeline.files import write_atomic
 DEFAULT_SOURCE = Path("data/raw/viral_pairs.csv")
 CHUNK_TCRS = 8192  # receptors generated at a time (part of the output's definition: keep fixed)
 CONSERVED = 3  # residues kept at each end of a CDR3
+# a chunk draws negatives from a CHUNK_TCRS x epitopes matrix: 10,000 epitopes are 0.6 GB of it
+MAX_EPITOPES = 10_000
 _CODES = np.frombuffer(AMINO_ACIDS.encode(), dtype=np.uint8)
 
 
@@ -174,7 +176,7 @@ def _chunk(world: _World, options: Options, index: int, seen: set[str]) -> pd.Da
             index_of = np.where(prefer, world.preferred[column][cognate], index_of)
         columns[column] = names[index_of]
     # negatives: `negatives` distinct other epitopes by popularity (Gumbel top-k, cognate excluded)
-    negatives = min(options.negatives, n_epitopes - 1)
+    negatives = options.negatives  # below the epitopes (write_pairs checks)
     keys = np.log(world.popularity)[None, :] + rng.gumbel(size=(n, n_epitopes))
     keys[np.arange(n), cognate] = -np.inf
     others = (
@@ -207,8 +209,16 @@ def write_pairs(
     """
     if options.rows < 1:
         raise InputError(f"--rows: at least 1, got {options.rows}")
-    if options.epitopes < 1 or options.negatives < 0 or not 0 <= options.signal <= 1:
-        raise InputError("epitopes must be ≥ 1, negatives ≥ 0 and signal within [0, 1]")
+    if not 1 <= options.epitopes <= MAX_EPITOPES:
+        raise InputError(f"--epitopes: from 1 to {MAX_EPITOPES:,}, got {options.epitopes}")
+    if not 0 <= options.negatives < options.epitopes:
+        raise InputError(
+            f"--negatives: from 0 to epitopes - 1 ({options.epitopes - 1}), got {options.negatives}"
+        )
+    if not 0 <= options.signal <= 1:
+        raise InputError(f"--signal: within [0, 1], got {options.signal}")
+    if options.seed < 0:
+        raise InputError(f"--seed: 0 or more, got {options.seed}")
     world = _world(load_pairs(source), options)
 
     def write(tmp: Path) -> None:

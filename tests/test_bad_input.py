@@ -131,6 +131,11 @@ CASES: dict[str, Case] = {
     "baseline --metrics the data": Case(
         lambda p: ["baseline", "--data", p.csv, "--metrics", p.csv], "is the input file"
     ),
+    "runs --store a file": Case(lambda p: ["runs", "--store", p.file("store.txt")], "not a directory"),
+    "runs --store missing": Case(lambda p: ["runs", "--store", p.root / "none"], "no such store"),
+    "store check --store a file": Case(
+        lambda p: ["store", "check", "--store", p.file("store.txt")], "not a directory"
+    ),
     "search --store a file": Case(
         lambda p: ["search", "--store", p.file("store.txt"), "--prepared", p.prepared], "is not a directory"
     ),

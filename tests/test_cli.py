@@ -82,7 +82,12 @@ def test_synth_writes_a_valid_table_and_refuses_bad_options(
     frame = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert len(frame) == 3000
     assert frame["Epitope"].nunique() > 14
-    for bad in (("--rows", 0), ("--rows", 10, "--signal", 2)):
+    bad_options = (
+        ("--rows", 0), ("--rows", 10, "--signal", 2), ("--rows", 10, "--seed", -1),
+        ("--rows", 10, "--epitopes", 100_000),  # would need GBs per chunk: refused, not attempted
+        ("--rows", 10, "--epitopes", 10, "--negatives", 10),  # more negatives than other epitopes
+    )  # fmt: skip
+    for bad in bad_options:
         refused = run_cli("synth", *bad, "--out", tmp_path / "bad.csv", "--source", shipped_csv)
         assert refused.code == 2, refused.output
         assert "Traceback" not in refused.output
