@@ -38,7 +38,9 @@ def open_run(
 
     A new run draws its seed unless ``params.search.seed`` gives one; a resumed run keeps the
     seed it started with and must be on the same data, with ``max_evals`` not below its finished
-    trials (:class:`InputError` otherwise). The returned params carry the run's seed.
+    trials, and with the search space and training settings it started with (a resume that
+    changed them would mix two searches in one run): :class:`InputError` otherwise. The
+    returned params carry the run's seed.
     """
     run_id = run_id or new_run_id()
     manifest = store.load_manifest(run_id)
@@ -77,6 +79,7 @@ def open_run(
                 f"but {prepared_dir} holds {prepared.data_sha256[:12]}"
             )
         check_resume_budget(store, run_id, params.search.max_evals)
+        _check_same_search(manifest, params)
         manifest = manifest.model_copy(
             update={
                 "status": "running",
@@ -103,3 +106,21 @@ def close_run(
 
 
 __all__ = ["RunStart", "close_run", "open_run"]
+
+
+def _check_same_search(manifest: RunManifest, params: Params) -> None:
+    """Refuse to resume ``manifest``'s run with another search space or other training settings
+    (the device aside: a run may resume on other hardware)."""
+    space = {k: v.model_dump(mode="json", exclude_none=True) for k, v in params.search.space.items()}
+    started = manifest.params.get("train")
+    train = params.train.model_dump(mode="json")
+    changed = []
+    if manifest.search_space and manifest.search_space != space:
+        changed.append("search.space")
+    if isinstance(started, dict) and {**started, "device": None} != {**train, "device": None}:
+        changed.append("train")
+    if changed:
+        raise InputError(
+            f"run {manifest.run_id} was started with other {' and '.join(changed)} settings: resume it "
+            "with the params it started with (its manifest.json), or start a new run"
+        )

@@ -319,6 +319,21 @@ def test_a_run_is_opened_new_or_resumed_and_closed(tmp_path: Path, aligned: Prep
     assert again.warnings
     assert "keeps its seed" in again.warnings[0]
     assert store.load_manifest(run.manifest.run_id).status == "running"  # type: ignore[union-attr]
+    # a resume that changed the search space or the training settings would mix two searches
+    from tcr_pipeline.config import Dimension
+
+    space = {**params.search.space, "lr": Dimension(loguniform=(1e-4, 1e-3))}
+    for changed, what in (
+        (
+            params.model_copy(update={"search": params.search.model_copy(update={"space": space})}),
+            "search.space",
+        ),
+        (params.model_copy(update={"train": params.train.model_copy(update={"epochs": 99})}), "train"),
+    ):
+        with pytest.raises(InputError, match=f"started with other {what} settings"):
+            open_run(store, run.manifest.run_id, changed, aligned, "prepared")
+    on_gpu = params.model_copy(update={"train": params.train.model_copy(update={"device": "cuda"})})
+    assert open_run(store, run.manifest.run_id, on_gpu, aligned, "prepared").resumed  # other hardware: fine
     close_run(store, again.manifest, "completed")
     assert store.load_manifest(run.manifest.run_id).status == "completed"  # type: ignore[union-attr]
     other = store.load_manifest(run.manifest.run_id).model_copy(update={"data_sha256": "0" * 64})  # type: ignore[union-attr]
