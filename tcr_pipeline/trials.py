@@ -139,7 +139,9 @@ def run_batch(
     done = {m.trial_id: store.finished_trial(run_id, m.trial_id) for m in members}
     todo = [m for m in members if done[m.trial_id] is None]
     if not vectorise or len(todo) < 2:
-        return [run_trial(store, run_id, *m, prepared_dir, train, evaluate, batch) for m in members]
+        for m in todo:
+            done[m.trial_id] = run_trial(store, run_id, *m, prepared_dir, train, evaluate, batch)
+        return [record for record in done.values() if record is not None]
     started = time.perf_counter()
     records = [_start(store, run_id, m, batch, train.device) for m in todo]
     out_dirs = [store.model_dir(r) for r in records]
