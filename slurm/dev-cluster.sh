@@ -94,6 +94,9 @@ SlurmctldHost=${host}(127.0.0.1)
 SlurmUser=slurm
 AuthType=auth/munge
 CredType=cred/munge
+# a requeued job waits cred_expire + 1 s before it may start again (default 120 s); the
+# requeue test (tests/test_slurm_sbatch.py) would otherwise wait two minutes
+AuthInfo=cred_expire=10
 MpiDefault=none
 SwitchType=switch/none
 # no cgroups: /proc based process tracking, no task confinement
