@@ -14,6 +14,7 @@ from dash.development.base_component import Component
 
 from dashboard.data import Reference
 from tcr_pipeline.metrics import HEADLINE_METRICS as HEADLINE
+from tcr_pipeline.store import RegistryEntry
 
 CURVE_METRICS = {  # the per-epoch curves a page can plot
     "val_roc_auc": "validation ROC-AUC",
@@ -288,3 +289,20 @@ def curve_metric_control(label: str, id: str) -> html.Label:
     """A dropdown of the per-epoch curve metrics, validation ROC-AUC first."""
     options = [{"label": v, "value": k} for k, v in CURVE_METRICS.items()]
     return dropdown_control(label, id, options=options, value="val_roc_auc")
+
+
+def model_options(
+    entries: Sequence[RegistryEntry], current: str | None, selected: str | None, current_label: str
+) -> tuple[list[dict[str, str]], str | None]:
+    """Dropdown options for ``entries`` (``current`` marked ``current_label``) and the value to show:
+    the selection while offered, else the current model, else the first entry."""
+    marks = {current: f", {current_label}"}
+    options = [
+        {"label": f"{e.model_id} ({e.objective:.3f}{marks.get(e.model_id, '')})", "value": e.model_id}
+        for e in entries
+    ]
+    ids = [e.model_id for e in entries]
+    for choice in (selected, current):
+        if choice in ids:
+            return options, choice
+    return options, ids[0] if ids else None

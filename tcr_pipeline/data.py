@@ -17,27 +17,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from tcr_pipeline.columns import COLUMNS, FEATURE_COLUMNS, GENE_COLUMNS, SEQUENCE_COLUMNS, TCR_COLUMNS
 from tcr_pipeline.errors import InputError
 
 if TYPE_CHECKING:
     import _csv
 
-SEQUENCE_COLUMNS = ("CDR3_alpha", "CDR3_beta", "Epitope")
-GENE_COLUMNS = ("V_alpha", "V_beta", "J_alpha", "J_beta")
-FEATURE_COLUMNS = (*SEQUENCE_COLUMNS[:2], *GENE_COLUMNS, "Epitope", "MHC")
-COLUMNS = (
-    "CDR3_alpha",
-    "CDR3_beta",
-    "V_alpha",
-    "V_beta",
-    "J_alpha",
-    "J_beta",
-    "Epitope",
-    "clone_id",
-    "MHC",
-    "Label",
-)
-TCR_COLUMNS = ("CDR3_alpha", "CDR3_beta", *GENE_COLUMNS)
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 MAX_SEQUENCE_LENGTH = 50
 DEFAULT_CHUNK_ROWS = 50_000

@@ -111,6 +111,13 @@ class _EncoderBase(BaseModel):
         scaled = (np.nan_to_num(values, nan=low) - low) / ((high - low) or 1.0)
         return scaled.astype(np.float32)[:, None]
 
+    def _finish(self, blocks: list[np.ndarray], frame: pd.DataFrame, errors: list[str | None]) -> Encoded:
+        """The float blocks with the clone feature appended; rows with an error zeroed."""
+        blocks.append(self._clone_feature(frame, errors))
+        features = np.concatenate(blocks, axis=1)
+        features[~np.array([e is None for e in errors], dtype=bool)] = 0.0
+        return Encoded(features, errors)
+
     def _decode_clone(self, column: np.ndarray) -> np.ndarray:
         assert self.clone_id_range is not None
         low, high = self.clone_id_range
@@ -165,10 +172,7 @@ class PaperEncoder(_EncoderBase):
                         errors[i] or f"{column}: character(s) {''.join(bad)!r} not in the encoder's alphabet"
                     )
                 blocks.append(values)
-        blocks.append(self._clone_feature(frame, errors))
-        features = np.concatenate(blocks, axis=1)
-        features[~np.array([e is None for e in errors], dtype=bool)] = 0.0
-        return Encoded(features, errors)
+        return self._finish(blocks, frame, errors)
 
     def decode(self, features: np.ndarray) -> pd.DataFrame:
         """Encoded rows back to the human-readable table."""
@@ -235,10 +239,7 @@ class OneHotEncoder(_EncoderBase):
             block = np.zeros((n, len(vocabulary) + 1), dtype=np.float32)
             block[np.arange(n), index] = 1.0
             blocks.append(block)
-        blocks.append(self._clone_feature(frame, errors))
-        features = np.concatenate(blocks, axis=1)
-        features[~np.array([e is None for e in errors], dtype=bool)] = 0.0
-        return Encoded(features, errors)
+        return self._finish(blocks, frame, errors)
 
     def decode(self, features: np.ndarray) -> pd.DataFrame:
         """Encoded rows back to the human-readable table (an unseen gene decodes to ``<unk>``)."""

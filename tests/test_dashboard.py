@@ -37,6 +37,7 @@ from dashboard.auth import (
     parse_credentials,
 )
 from dashboard.client import DashClient
+from dashboard.components import model_options
 from dashboard.data import Dashboard
 from dashboard.pages import balance, models, monitoring, overview, predict, queries, training, trials
 from dashboard.prediction import Limits, TableError, parse_table
@@ -513,7 +514,7 @@ def test_training_defaults_to_the_newest_run_and_its_best_trials(search_store: S
 def test_class_balance_for_the_current_model(search_store: SearchStore) -> None:
     ctx = dashboard(search_store)
     registry = ctx.reader.registry()
-    options, value = balance.model_options(ctx.ranked_models(), registry.current, None)
+    options, value = model_options(ctx.ranked_models(), registry.current, None, "in use")
     assert value == registry.current
     assert len(options) == 3
     splits, epitopes, sampler, message = balance.balance_data(ctx, value, "all")
@@ -563,7 +564,7 @@ def test_models_table_shows_use_availability_and_results(copied_store: SearchSto
 def test_predict_offers_the_best_first_then_the_top_three(search_store: SearchStore) -> None:
     ctx = dashboard(search_store)
     registry = ctx.reader.registry()
-    options, value = predict.model_options(ctx.predict_choices(), registry.current, None)
+    options, value = model_options(ctx.predict_choices(), registry.current, None, "current best")
     assert value == registry.current
     assert "current best" in options[0]["label"]
     assert len(options) == 3

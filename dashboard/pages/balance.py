@@ -13,7 +13,7 @@ from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
 from dashboard import figures
-from dashboard.components import changed, dropdown_control, graph, key_values, note
+from dashboard.components import changed, dropdown_control, graph, key_values, model_options, note
 from dashboard.data import Dashboard, metric_value
 from tcr_pipeline.metrics import confusion_matrix, epitope_aucs
 from tcr_pipeline.store import RegistryEntry, RunManifest
@@ -75,23 +75,6 @@ def layout(**_: Any) -> html.Div:
             graph("balance-epitope-auc"),
         ]
     )
-
-
-def model_options(
-    entries: list[RegistryEntry], current: str | None, selected: str | None
-) -> tuple[list[Any], str | None]:
-    """Registered models, best first, labelled; the selection kept, else the model in use."""
-    options = [
-        {
-            "label": f"{e.model_id} ({e.objective:.3f}{', in use' if e.model_id == current else ''})",
-            "value": e.model_id,
-        }
-        for e in entries
-    ]
-    ids = {e.model_id for e in entries}
-    if selected in ids:
-        return options, selected
-    return options, current if current in ids else (entries[0].model_id if entries else None)
 
 
 @dataclass(frozen=True)
@@ -200,7 +183,7 @@ def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
         State("balance-model", "value"),
     )
     def update_models(_: int, selected: str | None) -> tuple[list[Any], Any]:
-        options, value = model_options(ctx.ranked_models(), ctx.reader.registry().current, selected)
+        options, value = model_options(ctx.ranked_models(), ctx.reader.registry().current, selected, "in use")
         return options, changed(value, selected)
 
     @app.callback(

@@ -14,11 +14,10 @@ import pandas as pd
 from dash import Input, Output, State, dcc, html, no_update
 from dash.development.base_component import Component
 
-from dashboard.components import changed, column, data_grid, dropdown_control, note
+from dashboard.components import changed, column, data_grid, dropdown_control, model_options, note
 from dashboard.data import Dashboard
 from dashboard.prediction import Limits, TableError, answer_rows, answers_frame, parse_table, rows_to_csv
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.store import RegistryEntry
 from tcr_pipeline.store.run_data import example_rows
 
 PATH = "/predict"
@@ -55,21 +54,6 @@ def layout(**_: Any) -> html.Div:
             html.Div(id="predict-results"),
         ]
     )
-
-
-def model_options(
-    choices: list[RegistryEntry], current: str | None, selected: str | None
-) -> tuple[list[Any], str | None]:
-    """The current best first, then the other top models; the selection kept while offered."""
-    options = [
-        {
-            "label": f"{e.model_id} ({e.objective:.3f}{', current best' if e.model_id == current else ''})",
-            "value": e.model_id,
-        }
-        for e in choices
-    ]
-    ids = [e.model_id for e in choices]
-    return options, selected if selected in ids else (ids[0] if ids else None)
 
 
 def example_text(
@@ -166,7 +150,8 @@ def register_callbacks(app: dash.Dash, ctx: Dashboard) -> None:
         State("predict-model", "value"),
     )
     def update_models(_: int, selected: str | None) -> tuple[list[Any], Any, str]:
-        options, value = model_options(ctx.predict_choices(), ctx.reader.registry().current, selected)
+        current = ctx.reader.registry().current
+        options, value = model_options(ctx.predict_choices(), current, selected, "current best")
         return (
             options,
             changed(value, selected),

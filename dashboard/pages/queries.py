@@ -10,23 +10,11 @@ from dash.development.base_component import Component
 
 from dashboard.components import column, data_grid, grid_value, note
 from dashboard.data import Dashboard
-from tcr_pipeline.store.querylog import Query
+from tcr_pipeline.store.querylog import INPUT_COLUMNS, Query
 
 PATH = "/queries"
 NAME = "Queries"
 PAGE_SIZE = 25
-INPUT_FIELDS = (
-    "CDR3_alpha",
-    "CDR3_beta",
-    "V_alpha",
-    "V_beta",
-    "J_alpha",
-    "J_beta",
-    "Epitope",
-    "MHC",
-    "clone_id",
-    "Label",
-)
 
 
 def layout(**_: Any) -> html.Div:
@@ -52,8 +40,8 @@ def input_fields(queries: list[Query]) -> list[str]:
     """The input columns to show: the paper's columns in order, then any other logged keys."""
     extra: dict[str, None] = {}
     for q in queries:
-        extra.update(dict.fromkeys(k for k in q.input if k not in INPUT_FIELDS))
-    return [*INPUT_FIELDS, *extra]
+        extra.update(dict.fromkeys(k for k in q.input if k not in INPUT_COLUMNS))
+    return [*INPUT_COLUMNS, *extra]
 
 
 def describe_output(query: Query) -> str:

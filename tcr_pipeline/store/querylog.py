@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tcr_pipeline.columns import FEATURE_COLUMNS
 from tcr_pipeline.files import make_dirs, share_file_with_group
 
 if TYPE_CHECKING:  # only the frame's methods are used: importing pandas would slow a small process
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # only the frame's methods are used: importing pandas would s
 QUERY_LOG_FILE = "queries.sqlite"
 QUERY_LOG_ENV = "TCR_QUERY_LOG"
 OUTPUT_COLUMNS = ("score", "prediction", "error")
+#: the input columns a query row shows first (any others follow in the order they came)
+INPUT_COLUMNS = (*FEATURE_COLUMNS, "clone_id", "Label")
 Source = Literal["dashboard", "cli"]
 
 _SCHEMA = """
