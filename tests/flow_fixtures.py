@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -41,6 +42,24 @@ def prefect_api() -> Iterator[str]:
                 os.environ["PREFECT_API_URL"] = previous
 
 
+def small_search_params(
+    raw: Path, *, lr: tuple[float, float], epochs: dict[str, Any] | None = None, **search: Any
+) -> dict[str, Any]:
+    """params.yaml for a search of the small network on CPU that finishes in seconds: 1-2 epochs (or
+    ``epochs``), learning rates in ``lr``; ``search`` sets the rest of the search section."""
+    space = {
+        "model.kind": {"choice": ["small"]},
+        "lr": {"uniform": list(lr)},
+        "epochs": epochs or {"integer": [1, 2]},
+    }
+    model = {"kind": "small", "small_widths": [32, 16]}
+    return {
+        "data": {"raw": str(raw)},
+        "train": {"model": model, "epochs": 1, "batch_size": 256, "device": "cpu"},
+        "search": {**search, "space": space},
+    }
+
+
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small labelled table (60 TCRs × 14 epitopes), prepared, plus a shrunk params.yaml."""
@@ -51,20 +70,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     small = frame[keys.isin(chosen)]
     small.to_csv(root / "small.csv", index=False)
     prepare_dataset(root / "small.csv", PrepareParams(), root / "prepared")
-    params = {
-        "data": {"raw": str(root / "small.csv")},
-        "train": {"model": {"kind": "small", "small_widths": [32, 16]}, "epochs": 1, "batch_size": 256},
-        "search": {
-            "max_evals": 4,
-            "parallelism": 2,
-            "n_startup": 2,
-            "space": {
-                "model.kind": {"choice": ["small"]},
-                "lr": {"uniform": [0.001, 0.05]},
-                "epochs": {"integer": [1, 2]},
-            },
-        },
-    }
+    params = small_search_params(
+        root / "small.csv", max_evals=4, parallelism=2, n_startup=2, lr=(0.001, 0.05)
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 

@@ -5,6 +5,7 @@ ephemeral port, answers within seconds and is shut down by its fixture."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import socketserver
@@ -41,33 +42,26 @@ def make_report(*checks: Check) -> MonitoringReport:
     )
 
 
-V_BETA = Check(
-    name="input.V_beta.unseen",
-    group="input",
-    feature="V_beta",
-    statistic="unseen",
-    value=0.433,
-    threshold=0.05,
-    crossed=True,
-    n=261,
-    detail="113 of 261 unseen: TRBV99-9*01",
-    since=SINCE,
+def input_check(feature: str, statistic: str, value: float, threshold: float, **fields: Any) -> Check:
+    """A check on an input feature, named as the monitor names it (``input.<feature>.<statistic>``)."""
+    return Check(
+        name=f"input.{feature}.{statistic}",
+        group="input",
+        feature=feature,
+        statistic=statistic,
+        value=value,
+        threshold=threshold,
+        crossed=value > threshold,
+        **fields,
+    )
+
+
+V_BETA = input_check(
+    "V_beta", "unseen", 0.433, 0.05, n=261, detail="113 of 261 unseen: TRBV99-9*01", since=SINCE
 )
-EPITOPE = Check(
-    name="input.Epitope.psi",
-    group="input",
-    feature="Epitope",
-    statistic="psi",
-    value=6.37,
-    threshold=0.25,
-    crossed=True,
-    p_value=4.9e-257,
-    n=600,
-    since=CREATED,  # crossed for the first time in this report
-)
-QUIET = Check(
-    name="input.MHC.psi", group="input", feature="MHC", statistic="psi", value=0.01, threshold=0.25, n=600
-)
+# crossed for the first time in this report
+EPITOPE = input_check("Epitope", "psi", 6.37, 0.25, p_value=4.9e-257, n=600, since=CREATED)
+QUIET = input_check("MHC", "psi", 0.01, 0.25, n=600)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +77,21 @@ class Webhook:
     posts: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     delay: float = 0.0
+
+
+@contextlib.contextmanager
+def serving(server: socketserver.ThreadingMixIn) -> Iterator[int]:
+    """Serve ``server`` (bound to an ephemeral port) from a thread; yield the port, shut it down after."""
+    assert isinstance(server, socketserver.TCPServer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -107,17 +116,9 @@ def webhook() -> Iterator[Webhook]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    hook.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/tcr"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as port:
+        hook.url = f"http://127.0.0.1:{port}/hooks/tcr"
         yield hook
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @dataclass
@@ -169,17 +170,9 @@ def smtp() -> Iterator[Smtp]:
                 else:
                     self.reply("502 not implemented")
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    record.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)) as port:
+        record.port = port
         yield record
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 from cli_fixtures import wait_for_url
+from flow_fixtures import small_search_params
 from test_workflows import run_cluster_run_step
 
 from tcr_pipeline.store import RunManifest, Store, TrialRecord
@@ -342,26 +343,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 def tiny(tmp_path_factory: pytest.TempPathFactory, small_csv: Path) -> dict[str, Path]:
     """A budget that finishes in seconds: the small CSV, a small model, 1-2 epochs, 2 trials."""
     root = tmp_path_factory.mktemp("tiny")
-    params = {
-        "data": {"raw": str(small_csv)},
-        "train": {
-            "model": {"kind": "small", "small_widths": [32, 16]},
-            "epochs": 1,
-            "batch_size": 256,
-            "device": "cpu",
-        },
-        "search": {
-            "max_evals": 2,
-            "parallelism": 1,
-            "n_startup": 1,
-            "top_k": 1,
-            "space": {
-                "model.kind": {"choice": ["small"]},
-                "lr": {"uniform": [0.005, 0.05]},
-                "epochs": {"integer": [1, 2]},
-            },
-        },
-    }
+    params = small_search_params(
+        small_csv, max_evals=2, parallelism=1, n_startup=1, top_k=1, lr=(0.005, 0.05)
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return {"params": root / "params.yaml", "data": small_csv, "root": root}
 

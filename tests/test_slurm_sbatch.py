@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from flow_fixtures import small_search_params
 
 from tcr_pipeline.store import Store
 
@@ -51,16 +52,8 @@ def _wait_for(what: str, condition: Callable[[], bool], timeout: float, log: Pat
 
 @pytest.mark.timeout(600)
 def test_the_shipped_script_runs_and_a_sigterm_requeues_and_resumes(small_csv: Path, tmp_path: Path) -> None:
-    params = {
-        "train": {"model": {"kind": "small", "small_widths": [32, 16]}, "batch_size": 256, "device": "cpu"},
-        "search": {
-            "n_startup": 1,
-            "top_k": 1,
-            # long enough trials (≈ 5 s each) that the SIGTERM arrives while one is running
-            "space": {"model.kind": {"choice": ["small"]}, "lr": {"uniform": [0.005, 0.05]},
-                      "epochs": {"choice": [600]}},
-        },
-    }  # fmt: skip
+    # long enough trials (≈ 5 s each) that the SIGTERM arrives while one is running
+    params = small_search_params(small_csv, n_startup=1, top_k=1, lr=(0.005, 0.05), epochs={"choice": [600]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TCR_"))}
     env |= {  # sbatch passes the environment on (--export=ALL)
