@@ -193,6 +193,25 @@ def navigate(chrome: Any, page: str) -> None:
     chrome.wait_for_element(ready, timeout=60)
 
 
+Shown = str | tuple[str, str]
+
+
+def expect(chrome: Any, *shown: Shown) -> None:
+    """Wait for each of ``shown``: a selector (the element is there) or (selector, text it contains)."""
+    for item in shown:
+        if isinstance(item, str):
+            chrome.wait_for_element(item)
+        else:
+            chrome.wait_for_contains_text(*item)
+
+
+def visit(chrome: Any, page: str, *shown: Shown) -> None:
+    """Navigate to ``page``, wait for everything it must show, keep a screenshot."""
+    navigate(chrome, page)
+    expect(chrome, *shown)
+    screenshot(chrome, page)
+
+
 @pytest.mark.browser
 def test_every_page_a_prediction_and_the_query_log(
     browser: Any,
@@ -222,32 +241,37 @@ def test_every_page_a_prediction_and_the_query_log(
         add_finished_trial(copied_store, 4)
         chrome.wait_for_contains_text("#overview-runs-table", f"5/{MAX_EVALS}", timeout=30)
 
-        navigate(chrome, "training")
-        chrome.wait_for_contains_text("#training-summary", f"5/{MAX_EVALS} trials finished")
-        chrome.wait_for_element("#training-progress .main-svg")
-        chrome.wait_for_element("#training-hyperparameters .main-svg")
-        screenshot(chrome, "training")
+        visit(
+            chrome,
+            "training",
+            ("#training-summary", f"5/{MAX_EVALS} trials finished"),
+            "#training-progress .main-svg",
+            "#training-hyperparameters .main-svg",
+        )
 
         chrome.find_element("#training-options input[value='log']").click()
         chrome.wait_for_contains_text("#training-curves", "log scale")
         chrome.wait_for_contains_text("#training-curves", "binary cross-entropy")
 
-        navigate(chrome, "class-balance")
-        chrome.wait_for_element("#balance-splits .main-svg")
-        chrome.wait_for_element("#balance-sampler .main-svg")
-        chrome.wait_for_contains_text("#balance-facts-table", "recall on positives")
-        chrome.wait_for_contains_text("#balance-epitope-auc", "n+ =")
-        chrome.wait_for_contains_text("#balance-epitope-auc", "epitopes without an AUC")
-        screenshot(chrome, "class-balance")
-
-        navigate(chrome, "models")
-        chrome.wait_for_contains_text("#models-registry-table", "in use")
-        chrome.wait_for_contains_text("#models-registry-table", current)
-        chrome.wait_for_element("#models-details-body .main-svg")
-        chrome.wait_for_contains_text("#models-reference", "k-mer baseline")
-        chrome.wait_for_contains_text("#models-reference", "always negative")
-        chrome.wait_for_contains_text("#models-epitope-auc", "n+ =")
-        screenshot(chrome, "models")
+        visit(
+            chrome,
+            "class-balance",
+            "#balance-splits .main-svg",
+            "#balance-sampler .main-svg",
+            ("#balance-facts-table", "recall on positives"),
+            ("#balance-epitope-auc", "n+ ="),
+            ("#balance-epitope-auc", "epitopes without an AUC"),
+        )
+        visit(
+            chrome,
+            "models",
+            ("#models-registry-table", "in use"),
+            ("#models-registry-table", current),
+            "#models-details-body .main-svg",
+            ("#models-reference", "k-mer baseline"),
+            ("#models-reference", "always negative"),
+            ("#models-epitope-auc", "n+ ="),
+        )
 
         # Predict: ten example rows from the test split, three bad rows after them
         navigate(chrome, "predict")
@@ -297,20 +321,22 @@ def test_every_page_a_prediction_and_the_query_log(
         screenshot(chrome, "queries")
 
         # Monitoring: the library's reports, the drifted stream's alerts, health, data versions
-        navigate(chrome, "monitoring")
-        chrome.wait_for_contains_text("#monitoring-current-status", "alert")
-        chrome.wait_for_contains_text("#monitoring-current-status", "4 alert(s)")
-        chrome.wait_for_contains_text("#monitoring-alerts-table", "V_beta unseen rate")
-        chrome.wait_for_contains_text("#monitoring-alerts-table", UNSEEN_V_BETA)
-        chrome.wait_for_contains_text("#monitoring-alerts-table", "CDR3_beta length KS")
+        visit(
+            chrome,
+            "monitoring",
+            ("#monitoring-current-status", "alert"),
+            ("#monitoring-current-status", "4 alert(s)"),
+            ("#monitoring-alerts-table", "V_beta unseen rate"),
+            ("#monitoring-alerts-table", UNSEEN_V_BETA),
+            ("#monitoring-alerts-table", "CDR3_beta length KS"),
+            "#monitoring-health .main-svg",
+            ("#monitoring-health-facts", f"{STREAM_ROWS}"),
+            ("#monitoring-health-facts", f"{REQUESTS}"),
+            ("#monitoring-versions-table", current),
+            ("#monitoring-versions-table", "in use"),
+            ("#monitoring-drift", "PSI (categories) per feature"),
+        )
         assert len(chrome.find_elements("#monitoring-alerts-table tbody tr.alert")) == 4
-        chrome.wait_for_element("#monitoring-health .main-svg")
-        chrome.wait_for_contains_text("#monitoring-health-facts", f"{STREAM_ROWS}")
-        chrome.wait_for_contains_text("#monitoring-health-facts", f"{REQUESTS}")
-        chrome.wait_for_contains_text("#monitoring-versions-table", current)
-        chrome.wait_for_contains_text("#monitoring-versions-table", "in use")
-        chrome.wait_for_contains_text("#monitoring-drift", "PSI (categories) per feature")
-        screenshot(chrome, "monitoring")
         chrome.select_dcc_dropdown("#monitoring-statistic", value="CDR3 length KS")
         chrome.wait_for_contains_text("#monitoring-drift", "CDR3 length KS per feature")
 
