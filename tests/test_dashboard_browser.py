@@ -37,6 +37,7 @@ from werkzeug.serving import make_server
 
 from dashboard.app import create_app
 from dashboard.client import chromium_binary, chromium_options
+from dashboard.pages import PAGES
 from tcr_pipeline.store import new_attempt_id, now
 from tcr_pipeline.store.querylog import QUERY_LOG_ENV
 
@@ -44,15 +45,17 @@ CHROMIUM = chromium_binary()
 CHROMEDRIVER = "chromedriver"
 INSTALL_HINT = "apt-get install chromium chromium-driver"
 WIDTH = 1400
-PAGES = {
-    "overview": ("/", "#overview-runs-table"),
-    "training": ("/training", "#training-curves .main-svg"),
-    "trials": ("/trials", "#trials-grid .ag-row"),
-    "class-balance": ("/balance", "#balance-epitope-auc .main-svg"),
-    "models": ("/models", "#models-registry-table .ag-row"),
-    "predict": ("/predict", "#predict-model"),
-    "queries": ("/queries", "#queries-log-table .ag-row"),
-    "monitoring": ("/monitoring", "#monitoring-drift .main-svg"),
+# each page by the name its screenshot takes ("class-balance"), at the path its module declares
+PATHS = {page.NAME.lower().replace(" ", "-"): page.PATH for page in PAGES}
+READY = {  # what each page shows once it has loaded
+    "overview": "#overview-runs-table",
+    "training": "#training-curves .main-svg",
+    "trials": "#trials-grid .ag-row",
+    "class-balance": "#balance-epitope-auc .main-svg",
+    "models": "#models-registry-table .ag-row",
+    "predict": "#predict-model",
+    "queries": "#queries-log-table .ag-row",
+    "monitoring": "#monitoring-drift .main-svg",
 }
 CLI_ROWS = 3 * STREAM_ROWS  # the monitoring rounds' queries, logged before the test starts
 INVALID_ROWS = (
@@ -188,9 +191,8 @@ def wait_until(condition: Any, timeout: float = 30, message: str = "") -> None:
 
 def navigate(chrome: Any, page: str) -> None:
     """Follow the navigation link (a client-side page change, no reload) and wait for the page."""
-    path, ready = PAGES[page]
-    chrome.find_element(f"a[href='{path}']").click()
-    chrome.wait_for_element(ready, timeout=60)
+    chrome.find_element(f"a[href='{PATHS[page]}']").click()
+    chrome.wait_for_element(READY[page], timeout=60)
 
 
 Shown = str | tuple[str, str]
