@@ -30,7 +30,7 @@
 #   TCR_GPU_CHECK_DEVICE   cuda (default) | cpu: the dry run on a machine without a GPU
 #   TCR_GPU_CHECK_QUICK    1: tiny sizes everywhere (the dry run; its figures mean nothing)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 START=$(date +%s)
 OUT=${OUT:-/tmp/gpucheck-out}
@@ -123,16 +123,16 @@ EOF
 }
 
 if ((QUICK)); then
-    POPULATION=(--kinds small --sizes 1,4 --epochs 2 --serial-trials 1)
+    POPULATION=(--kinds small --sizes "1,4" --epochs 2 --serial-trials 1)
     TESTS=(-k "two_epochs or trains_each_trial_as or cuda")
     THROUGHPUT=(--models small --epochs 1 --repeats 1)
     SCALING=(--sizes 10000 --scaling-model small)
     BIGDATA=(--sizes 5000)
 else
-    POPULATION=(--sizes 1,8,32,128)
+    POPULATION=(--sizes "1,8,32,128")
     TESTS=()
     THROUGHPUT=()
-    SCALING=(--sizes 1000000,4000000)
+    SCALING=(--sizes "1000000,4000000")
     BIGDATA=(--sizes 250000)
 fi
 
