@@ -68,8 +68,8 @@ step() {
         echo "----- $name ok in $(($(date +%s) - begin)) s" | tee -a "$LOG"
     else
         ((rc == 124 || rc == 137)) && why="TIMED OUT after ${limit}s" || why="FAILED"
-        echo "!!!!! $name $why (exit $rc); its last lines:" | tee -a "$LOG"
-        sed -n '/^===== '"$name"' /,$p' "$LOG" | tail -n 25
+        sed -n '/^===== '"$name"' /,$p' "$LOG" | sed 1d | tail -n 25
+        echo "!!!!! $name $why (exit $rc): its output above, all of it in log.txt" | tee -a "$LOG"
     fi
 }
 
@@ -122,6 +122,10 @@ print("tcr_pipeline imports: ok")
 EOF
 }
 
+# the two steps below are functions, which `timeout` runs through bash
+export PYTHON WHEELS SITE
+export -f install_wheels environment
+
 if ((QUICK)); then
     POPULATION=(--kinds small --sizes "1,4" --epochs 2 --serial-trials 1)
     TESTS=(-k "two_epochs or trains_each_trial_as or cuda")
@@ -136,8 +140,8 @@ else
     BIGDATA=(--sizes 250000)
 fi
 
-step install 60 install_wheels
-step env 60 environment
+step install 60 bash -c install_wheels
+step env 60 bash -c environment
 step population 180 "$PYTHON" bench/population.py --device "$DEVICE" "${POPULATION[@]}" \
     --out "$OUT/population_$DEVICE.json"
 # warnings are printed, not errors, there: that machine's packages are not the pinned ones
