@@ -80,6 +80,7 @@ if command -v nvidia-smi >/dev/null; then
     SMI_PID=$!
 fi
 
+# shellcheck disable=SC2317  # run through `bash -c` below
 install_wheels() {
     shopt -s nullglob
     local wheels=("$WHEELS"/*.whl)
@@ -91,6 +92,7 @@ install_wheels() {
         "${wheels[@]}" && ls "$SITE"
 }
 
+# shellcheck disable=SC2317  # run through `bash -c` below
 environment() {
     uname -a
     nproc
@@ -177,12 +179,15 @@ failed = 0
 for line in Path(steps_file).read_text().splitlines():
     name, rc, begin, end = line.split("\t")
     inside = [u for t, u in samples if int(begin) <= t <= int(end) + 1]
-    util = f"{sum(inside) / len(inside):.1f} ({len(inside)})" if inside else "-"
+    util = f"{sum(inside) / len(inside):.1f} ({len(inside)})" if inside and rc != "skipped" else "-"
     print(f"{name}\t{rc}\t{int(end) - int(begin)}\t{util}")
     failed += rc != "0"
 print("ALL STEPS OK" if not failed else f"{failed} STEP(S) FAILED, TIMED OUT OR SKIPPED: see log.txt")
+sys.exit(1 if failed else 0)
 EOF
+status=$?
 rm -f "$STEPS"
 printf '\n===== summary (%s s in all; files in %s)\n' "$(($(date +%s) - START))" "$OUT"
 cat "$OUT/summary.txt"
 ls -l "$OUT"
+exit "$status" # 1: a step failed, timed out or was skipped
