@@ -29,6 +29,8 @@
 #   TCR_GPU_CHECK_BUDGET   seconds for the whole run (default 345)
 #   TCR_GPU_CHECK_DEVICE   cuda (default) | cpu: the dry run on a machine without a GPU
 #   TCR_GPU_CHECK_QUICK    1: tiny sizes everywhere (the dry run; its figures mean nothing)
+#   TCR_GPU_CHECK_STEPS    the steps to run, e.g. "population tests" for a second, shorter call
+#                          (default: all; install and env always run)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -40,6 +42,7 @@ SITE=${SITE:-/tmp/site}
 BUDGET=${TCR_GPU_CHECK_BUDGET:-345}
 DEVICE=${TCR_GPU_CHECK_DEVICE:-cuda}
 QUICK=${TCR_GPU_CHECK_QUICK:-0}
+ONLY=${TCR_GPU_CHECK_STEPS:-}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 STEPS=$OUT/.steps.tsv # name, exit status, start, end (unix s); read into summary.txt at the end
@@ -52,6 +55,9 @@ export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step() {
     local name=$1 cap=$2 left limit begin rc
     shift 2
+    if [[ -n $ONLY && $name != install && $name != env && " $ONLY " != *" $name "* ]]; then
+        return # not asked for (TCR_GPU_CHECK_STEPS)
+    fi
     left=$((START + BUDGET - $(date +%s)))
     limit=$((cap < left ? cap : left))
     begin=$(date +%s)
