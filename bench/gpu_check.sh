@@ -124,6 +124,22 @@ for name in (names + " " + carried).split():
         print(f"  {name} {md.version(name)}")
     except md.PackageNotFoundError:
         print(f"  {name} MISSING")
+import tomllib
+
+from packaging.requirements import Requirement
+
+# the image's versions are not the pinned ones: are they within pyproject.toml's ranges?
+with open("pyproject.toml", "rb") as file:
+    for line in tomllib.load(file)["project"]["dependencies"]:
+        need = Requirement(line)
+        try:
+            have = md.version(need.name)
+        except md.PackageNotFoundError:
+            have = None
+        if have is None or not need.specifier.contains(have, prereleases=True):
+            print(f"  OUTSIDE pyproject.toml's range: {need} (found {have})")
+print("pyproject.toml's dependency ranges checked")
+
 import tcr_pipeline.config, tcr_pipeline.population, tcr_pipeline.search  # noqa: E401,F401  what the steps import
 
 print("tcr_pipeline imports: ok")
