@@ -183,8 +183,13 @@ def bench_kind(
                 "speedup": rate / serial_rate,
             }
         )
+        # each size's figures as they come (a run stopped part-way keeps them in its log)
+        utilisation = ""
+        if util is not None:
+            utilisation = f", GPU util. {util:.0f} % (one by one {serial_util or 0:.0f} %)"
         console.print(
-            f"{kind} N={size}: {rate:.1f} trials/min (one by one {serial_rate:.1f}) ×{rate / serial_rate:.2f}"
+            f"{kind} N={size}: {rate:.1f} trials/min in {seconds:.1f} s (one by one {serial_rate:.1f}) "
+            f"×{rate / serial_rate:.2f}{utilisation}"
         )
     return rows
 

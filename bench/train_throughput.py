@@ -402,7 +402,8 @@ def bench_scaling(
     """Run :func:`scaling_worker` in a fresh interpreter per (size, loop)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="tcr-baseline-") as tmp:
-        baseline = baseline_checkout(baseline_rev, Path(tmp)) if "baseline" in loops else None
+        # no sizes (part 1 only): no baseline to extract, and no git checkout needed
+        baseline = baseline_checkout(baseline_rev, Path(tmp)) if "baseline" in loops and sizes else None
         for size in sizes:
             for loop in loops:
                 spec = {"rows": size, "loop": loop, "model": model, "device": device, "epochs": epochs}

@@ -2,10 +2,15 @@
 
 The suite must stay fast: every stage runs on a small CSV with a small model for two epochs,
 except where a test needs the whole shipped file.
+
+``TCR_TEST_DEVICE`` (default ``cpu``) is the device of the tiny parameters and of
+test_population.py's trials: ``TCR_TEST_DEVICE=cuda`` runs those tests on a GPU
+(bench/gpu_check.sh).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,7 @@ from tcr_pipeline.recipe import fit_and_save
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CSV = ROOT / "data" / "raw" / "viral_pairs.csv"
 SMALL_TCRS = 40  # × 14 rows each
+TEST_DEVICE = os.environ.get("TCR_TEST_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +67,7 @@ def small_csv(tmp_path_factory: pytest.TempPathFactory, shipped_csv: Path) -> Pa
 
 @pytest.fixture(scope="session")
 def small_params(small_csv: Path) -> Params:
-    """Tiny but complete parameters: the small CSV, a small model, two epochs, CPU."""
+    """Tiny but complete parameters: the small CSV, a small model, two epochs, TEST_DEVICE (CPU)."""
     return Params(
         data=DataParams(raw=small_csv),
         prepare=PrepareParams(encoding="onehot", split="tcr", seed=42),
@@ -71,7 +77,7 @@ def small_params(small_csv: Path) -> Params:
             epochs=2,
             batch_size=64,
             seed=0,
-            device="cpu",
+            device=TEST_DEVICE,
         ),
         evaluate=EvaluateParams(threshold=0.5),
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_fixtures import TEST_DEVICE
 
 from tcr_pipeline.bundle import load_bundle
 from tcr_pipeline.config import EvaluateParams, ModelParams, Params, PrepareParams, TrainParams
@@ -29,7 +30,11 @@ def aligned(small_csv: Path) -> Prepared:
 
 def _trial(**changes: object) -> TrainParams:
     base = TrainParams(
-        model=ModelParams(kind="small", small_widths=(32, 16)), epochs=3, batch_size=64, device="cpu", lr=0.01
+        model=ModelParams(kind="small", small_widths=(32, 16)),
+        epochs=3,
+        batch_size=64,
+        device=TEST_DEVICE,
+        lr=0.01,
     )
     return base.model_copy(update=changes)
 
@@ -144,7 +149,7 @@ def test_batchnorm_keeps_each_members_running_statistics(aligned: Prepared) -> N
                 torch.testing.assert_close(value, theirs[key], atol=1e-5, rtol=1e-3)
         # the same function in training mode (batch statistics) on the validation rows (whose
         # columns, unlike the training batches', may vary where those weights wandered)
-        x = aligned.features[mine.val_rows]
+        x = aligned.features[mine.val_rows].to(TEST_DEVICE)
         mine.model.train(), alone.model.train()
         with torch.no_grad():
             torch.testing.assert_close(mine.model(x), alone.model(x), atol=1e-3, rtol=1e-3)

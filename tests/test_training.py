@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from data_fixtures import TEST_DEVICE
 
 from tcr_pipeline.config import EvaluateParams, ModelParams, Params, TrainParams
 from tcr_pipeline.prepare import Prepared
@@ -60,7 +61,7 @@ def test_two_epochs_give_two_finite_records(small_prepared: Prepared, small_para
         assert record["val_loss"] > 0
         for name in CURVE_METRICS:
             assert f"val_{name}" in record
-    assert result.device == "cpu"
+    assert result.device == TEST_DEVICE
     scores = predict_scores(result.model, small_prepared.features[:10])
     assert scores.shape == (10,)
     assert ((scores >= 0) & (scores <= 1)).all()
@@ -103,3 +104,23 @@ def test_divergence_in_the_last_step_of_an_epoch_raises_training_error(
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda_follows_the_cpu(small_prepared: Prepared, small_params: Params) -> None:
+    # The batches are drawn on the CPU from the seed, so both devices see the same rows in the
+    # same order and differ only by float rounding (float32, no TF32 by default). The small
+    # model: no BatchNorm, whose zero-gradient weights Adam moves by ±lr on rounding noise
+    # (test_population.py's BatchNorm test), which would differ between the devices.
+    params = small_params.train
+    cpu = train_model(small_prepared, params.model_copy(update={"device": "cpu"}), EvaluateParams())
+    gpu = train_model(small_prepared, params.model_copy(update={"device": "cuda"}), EvaluateParams())
+    assert gpu.device == "cuda"
+    assert all(p.is_cuda for p in gpu.model.parameters())
+    for mine, theirs in zip(gpu.history, cpu.history, strict=True):
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-3)
+        assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-3)
+    assert gpu.val_scores is not None
+    assert cpu.val_scores is not None
+    torch.testing.assert_close(gpu.val_scores.cpu(), cpu.val_scores.cpu(), atol=1e-3, rtol=0)
