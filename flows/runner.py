@@ -24,7 +24,7 @@ from tcr_pipeline.clusters import (
     task_runner_kwargs,
     worker_start_failure,
 )
-from tcr_pipeline.errors import InfrastructureError
+from tcr_pipeline.errors import InfrastructureError, quiet_one_line_errors
 
 
 def share_api_url() -> None:
@@ -57,7 +57,8 @@ class QuietShutdown(WorkerPlugin):
     worker that is already shutting down (a race inside distributed, harmless). Only that record,
     and only from a worker that is closing, is dropped, with any other comm error carrying a
     traceback from a closing worker. A local worker process ends quietly on SIGINT: the search
-    command receives Ctrl-C itself and shuts the cluster down.
+    command receives Ctrl-C itself and shuts the cluster down. A task's one-line error (bad input, a
+    full disk) is not logged with its traceback: the command prints that line itself.
     """
 
     name = "tcr-pipeline-quiet-shutdown"
@@ -65,6 +66,7 @@ class QuietShutdown(WorkerPlugin):
     def setup(self, worker: Worker) -> None:
         for name in ("distributed.worker", "distributed.batched", "distributed.core", "distributed.comm"):
             logging.getLogger(name).addFilter(_ClosingHeartbeatFilter(worker))
+        quiet_one_line_errors()  # a task's InputError or full disk: the command prints its one line
         # Ctrl-C in a terminal reaches the whole process group, local workers included, and the
         # nanny stops a worker with SIGINT too; asyncio's handler then prints a KeyboardInterrupt
         # traceback of the worker's own (seen under load). The command that owns the cluster

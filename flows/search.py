@@ -28,7 +28,7 @@ from tcr_pipeline.baseline import evaluate_baseline
 from tcr_pipeline.clusters import load_profile
 from tcr_pipeline.config import EvaluateParams, PrepareParams, SearchParams, TrainParams, resolve_params
 from tcr_pipeline.data import load_pairs
-from tcr_pipeline.errors import InfrastructureError
+from tcr_pipeline.errors import InfrastructureError, StoreWriteError
 from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.promotion import promote_best, register_top
 from tcr_pipeline.search import SearchDriver, Suggestion
@@ -200,6 +200,11 @@ def search_trials(
         batch, members, tries = pending.pop(future)
         try:
             records = [TrialRecord.model_validate(r) for r in future.result()]
+        except StoreWriteError as exc:  # a full disk: not the worker's fault, and a retry cannot help
+            raise StoreWriteError(
+                f"search stopped: {exc} (run {run_id} resumes with --run-id {run_id} once the store "
+                "can be written)"
+            ) from None
         except Exception as exc:  # the worker died or the task crashed: infrastructure, not the trials
             # members that finished before it count; the others run again, or the search stops
             # (resumable) with the reason
@@ -323,7 +328,10 @@ def search_flow(
     except BaseException as exc:
         # Ctrl-C, or SIGTERM (Prefect's engine turns it into TerminationSignal): resumable, not failed
         interrupted = isinstance(exc, (KeyboardInterrupt, TerminationSignal))
-        close_run(result_store, manifest, "interrupted" if interrupted else "failed", exc)
+        try:
+            close_run(result_store, manifest, "interrupted" if interrupted else "failed", exc)
+        except OSError as closing:  # a full disk takes no manifest either: the reason is exc's
+            logger.warning("run %s not recorded as ended: %s", run_id, closing)
         raise
     close_run(result_store, manifest, "completed")
     return outcome

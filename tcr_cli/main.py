@@ -3,6 +3,7 @@ point: bad input exits with status 2 and one line, no traceback."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -42,6 +43,9 @@ slurm_app.command("script")(slurm_script)
 app.add_typer(slurm_app, name="slurm")
 
 
+_exit_hook: list[bool] = []
+
+
 def main() -> None:
     """Entry point: run the app, turning bad input into one line on stderr and exit status 2."""
     # Without PREFECT_API_URL the flow commands start a temporary Prefect server; Prefect waits
@@ -49,6 +53,9 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lab's server
     interruption.state.clear()
+    if not _exit_hook:  # registered before Prefect's and Dask's exit handlers: it runs after them
+        atexit.register(interruption.ignore_signals_at_exit)
+        _exit_hook.append(True)
     # Prefect drains its event queue at exit with "Still processing items" warnings, which would
     # follow (and bury) the one line a failed command ends with
     logging.getLogger("EventsWorker").setLevel(logging.ERROR)
@@ -78,6 +85,7 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code == 130:
             interruption.report_interruption()
+        interruption.report_late_signal()
         raise
 
 

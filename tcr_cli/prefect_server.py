@@ -3,7 +3,6 @@ of errors the command reports in one line itself."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -13,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tcr_pipeline.errors import InfrastructureError, InputError
+from tcr_pipeline.errors import quiet_one_line_errors
 
 
 @contextmanager
@@ -28,7 +27,7 @@ def prefect_server() -> Iterator[None]:
     """
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-    _quiet_input_errors()
+    quiet_one_line_errors()
     settings = get_current_settings()
     if os.environ.get("PREFECT_API_URL") or settings.api.url:  # a server is configured: use it
         yield
@@ -81,20 +80,6 @@ def prefect_server() -> Iterator[None]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-
-
-class _InputErrorFilter(logging.Filter):
-    """Drop Prefect's log records of an InputError or InfrastructureError (with their traceback):
-    main() prints it in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], (InputError, InfrastructureError)))
-
-
-def _quiet_input_errors() -> None:
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _InputErrorFilter) for f in handler.filters):
-            handler.addFilter(_InputErrorFilter())
 
 
 def _die_with_parent() -> None:

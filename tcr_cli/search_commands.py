@@ -76,6 +76,7 @@ def search(
             seed=seed,
             force=force,
         )
+        interruption.work_done()  # the run is complete: a late Ctrl-C does not undo that
     out.print_json(json.dumps(outcome, default=str))
 
 
@@ -111,6 +112,7 @@ def pipeline(
             seed=seed,
             force=force,
         )
+        interruption.work_done()
     out.print_json(json.dumps(outcome, default=str))
     out.print(
         f"results: store {result_store.root}; best model: tcr-pipeline best --store {result_store.root}",

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from tcr_pipeline.data import (
 )
 from tcr_pipeline.encoding import AlignedEncoder, AnyEncoder, load_encoder
 from tcr_pipeline.errors import InputError
-from tcr_pipeline.files import write_atomic, write_text_atomic
+from tcr_pipeline.files import write_atomic, write_bytes_atomic, write_text_atomic
 from tcr_pipeline.models import Ensemble, build_model, scores_epitope
 from tcr_pipeline.training import predict_scores
 
@@ -87,14 +88,22 @@ def save_bundle(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    write_atomic(directory / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    write_bytes_atomic(directory / WEIGHTS_FILE, _serialised(state))
     if validation is not None:
         rows, scores = validation
         saved = {"rows": rows.cpu().long(), "scores": scores.cpu().float()}
-        write_atomic(directory / VALIDATION_FILE, lambda tmp: torch.save(saved, tmp))
+        write_bytes_atomic(directory / VALIDATION_FILE, _serialised(saved))
     encoder.save(directory / ENCODER_FILE)
     write_text_atomic(directory / CARD_FILE, card.model_dump_json(indent=2) + "\n")
     return directory
+
+
+def _serialised(tensors: dict[str, torch.Tensor]) -> bytes:
+    """``torch.save`` into memory: written by Python, a full disk is an OSError (ENOSPC) naming the
+    file; torch's own writer says only "unexpected pos 576 vs 534" (a RuntimeError)."""
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    return buffer.getvalue()
 
 
 def load_card(directory: Path | str) -> ModelCard:

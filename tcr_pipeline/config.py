@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from tcr_pipeline.errors import InputError
 
@@ -17,6 +28,20 @@ ObjectiveName = Literal["paper", "mean_epitope_auc", "roc_auc", "average_precisi
 WatchedMetric = Literal[
     "accuracy", "precision", "recall", "roc_auc", "average_precision", "mean_epitope_auc", "paper_objective"
 ]
+
+
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
+# Counts, sizes and switches take only what YAML writes for them: `batch_size: true`, `'3'` or
+# `vectorise: 'yes'` are mistakes, not values (pydantic's lax mode would turn them into 1, 3 and
+# True). A number may be a quoted string, since PyYAML reads `1e-3` as one, but never a bool.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
 
 
 class _Section(BaseModel):
@@ -34,9 +59,9 @@ class PrepareParams(_Section):
 
     encoding: Encoding = "aligned"
     split: SplitKind = "tcr"
-    use_clone_id: bool = False
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 42
+    use_clone_id: Bool = False
+    fractions: tuple[Float, Float, Float] = (0.8, 0.1, 0.1)
+    seed: Int = 42
 
     @field_validator("fractions")
     @classmethod
@@ -55,41 +80,41 @@ class ModelParams(_Section):
     """
 
     kind: ModelKind = "medium"
-    small_widths: tuple[int, int] = (256, 64)
-    medium_blocks: int = Field(12, ge=2)
-    large_blocks: int = Field(24, ge=2)
-    max_width: int | None = Field(128, ge=1)  # None: start at the input width, as the paper
-    width_step: int = Field(10, ge=0)
-    min_width: int = Field(8, ge=1)
+    small_widths: tuple[Int, Int] = (256, 64)
+    medium_blocks: Int = Field(12, ge=2)
+    large_blocks: Int = Field(24, ge=2)
+    max_width: Int | None = Field(128, ge=1)  # None: start at the input width, as the paper
+    width_step: Int = Field(10, ge=0)
+    min_width: Int = Field(8, ge=1)
     residues: Literal["onehot", "blosum"] = "blosum"  # aligned encoding: residue vectors
     head: Literal["softmax", "sigmoid"] = "softmax"  # kmer, cnn
-    kmer_sizes: tuple[int, ...] = (1, 2, 3)  # kmer
-    genes: bool = True  # kmer, cnn: use V/J genes
-    cnn_filters: int = Field(32, ge=1)
-    cnn_kernels: tuple[int, ...] = (1, 3, 5, 7, 9)
-    cnn_hidden: int = Field(64, ge=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
+    kmer_sizes: tuple[Int, ...] = (1, 2, 3)  # kmer
+    genes: Bool = True  # kmer, cnn: use V/J genes
+    cnn_filters: Int = Field(32, ge=1)
+    cnn_kernels: tuple[Int, ...] = (1, 3, 5, 7, 9)
+    cnn_hidden: Int = Field(64, ge=1)
+    dropout: Float = Field(0.2, ge=0, lt=1)
 
 
 class TrainParams(_Section):
     """Optimisation (DVC stage ``train``)."""
 
     model: ModelParams = ModelParams()
-    lr: float = Field(0.01, gt=0)
-    epochs: int = Field(15, ge=1)
-    batch_size: int = Field(2048, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
-    balanced: bool = True
-    seed: int = 42
+    lr: Float = Field(0.01, gt=0)
+    epochs: Int = Field(15, ge=1)
+    batch_size: Int = Field(2048, ge=1)
+    weight_decay: Float = Field(0.0, ge=0)
+    balanced: Bool = True
+    seed: Int = 42
     device: str = "auto"
-    folds: int = Field(1, ge=1, le=20)  # >1: K TCR-grouped folds of train+val (training.py)
-    fold_seed: int = 0  # which TCRs share a fold; the same for every trial, so runs compare
+    folds: Int = Field(1, ge=1, le=20)  # >1: K TCR-grouped folds of train+val (training.py)
+    fold_seed: Int = 0  # which TCRs share a fold; the same for every trial, so runs compare
 
 
 class EvaluateParams(_Section):
     """Decision threshold and the selectable search objective."""
 
-    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold: Float = Field(0.5, gt=0, lt=1)
     objective: ObjectiveName = "mean_epitope_auc"
 
 
@@ -102,9 +127,9 @@ class Dimension(_Section):
     """
 
     choice: list[Any] | None = None
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    integer: tuple[int, int] | None = None  # inclusive bounds
+    uniform: tuple[Float, Float] | None = None
+    loguniform: tuple[Float, Float] | None = None
+    integer: tuple[Int, Int] | None = None  # inclusive bounds
     branches: dict[str, dict[str, Dimension]] | None = None
 
     @model_validator(mode="after")
@@ -144,13 +169,13 @@ class SearchParams(_Section):
     ``batch_size``, ``weight_decay``…).
     """
 
-    max_evals: int = Field(8, ge=1)
-    parallelism: int = Field(2, ge=1)
-    batch_size: int = Field(1, ge=1)  # trials per task: TPE suggests them at once (README)
-    vectorise: bool = True  # a batch's same-architecture trials train as one population (trials.py)
-    seed: int | None = None  # None: each new run draws one (recorded in its manifest)
-    n_startup: int = Field(5, ge=1)
-    top_k: int = Field(3, ge=1)
+    max_evals: Int = Field(8, ge=1)
+    parallelism: Int = Field(2, ge=1)
+    batch_size: Int = Field(1, ge=1)  # trials per task: TPE suggests them at once (README)
+    vectorise: Bool = True  # a batch's same-architecture trials train as one population (trials.py)
+    seed: Int | None = None  # None: each new run draws one (recorded in its manifest)
+    n_startup: Int = Field(5, ge=1)
+    top_k: Int = Field(3, ge=1)
     cluster: str = "local"
     space: dict[str, Dimension] = Field(default_factory=_paper_space)
 
@@ -158,35 +183,35 @@ class SearchParams(_Section):
 class DriftThresholds(_Section):
     """When a monitoring check alerts (docs/monitoring.md explains each statistic)."""
 
-    psi: float = Field(0.25, gt=0)  # categorical features: population stability index
-    ks: float = Field(0.2, gt=0, le=1)  # CDR3 lengths and scores: Kolmogorov–Smirnov statistic
-    p_value: float = Field(0.01, gt=0, le=1)  # a PSI or KS alert must also be significant
-    unseen_rate: float = Field(0.05, ge=0, le=1)  # rows with a gene, MHC, epitope, residue or length unseen
-    positive_rate_delta: float = Field(0.1, gt=0, le=1)  # |recent − test-split predicted-positive rate|
-    metric_drop: float = Field(0.1, gt=0)  # test metric − metric on newly labelled data
+    psi: Float = Field(0.25, gt=0)  # categorical features: population stability index
+    ks: Float = Field(0.2, gt=0, le=1)  # CDR3 lengths and scores: Kolmogorov–Smirnov statistic
+    p_value: Float = Field(0.01, gt=0, le=1)  # a PSI or KS alert must also be significant
+    unseen_rate: Float = Field(0.05, ge=0, le=1)  # rows with a gene, MHC, epitope, residue or length unseen
+    positive_rate_delta: Float = Field(0.1, gt=0, le=1)  # |recent − test-split predicted-positive rate|
+    metric_drop: Float = Field(0.1, gt=0)  # test metric − metric on newly labelled data
     metrics: tuple[WatchedMetric, ...] = ("average_precision", "mean_epitope_auc")  # watched for a drop
-    invalid_rate: float = Field(0.1, ge=0, le=1)
-    latency_p95_ms: float = Field(2000.0, gt=0)
+    invalid_rate: Float = Field(0.1, ge=0, le=1)
+    latency_p95_ms: Float = Field(2000.0, gt=0)
 
 
 class EmailParams(_Section):
     """An SMTP relay for alert emails; credentials come from the environment variables named here."""
 
     host: str
-    port: int = 25
+    port: Int = 25
     sender: str
     to: list[str] = Field(min_length=1)
-    starttls: bool = False
+    starttls: Bool = False
     username_env: str = "TCR_SMTP_USER"
     password_env: str = "TCR_SMTP_PASSWORD"
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: Float = Field(10.0, gt=0)
 
 
 class AlertParams(_Section):
     """Alert channels: a log line always, plus a webhook and/or an email when configured."""
 
     webhook: str | None = None  # http(s) URL; $TCR_ALERT_WEBHOOK when null (keeps tokens out of git)
-    webhook_timeout_s: float = Field(5.0, gt=0)
+    webhook_timeout_s: Float = Field(5.0, gt=0)
     email: EmailParams | None = None
     notify: Literal["always", "new"] = "always"  # new: only checks that crossed in this report
 
@@ -194,9 +219,9 @@ class AlertParams(_Section):
 class MonitorParams(_Section):
     """Monitoring of the model in use: which queries, how many are enough, thresholds, alerts."""
 
-    window: int = Field(1000, ge=1)  # the last N logged rows…
-    since_hours: float | None = Field(None, gt=0)  # …of the last H hours (null: no time limit)
-    min_queries: int = Field(50, ge=1)  # fewer rows: drift is not assessed (no alert)
+    window: Int = Field(1000, ge=1)  # the last N logged rows…
+    since_hours: Float | None = Field(None, gt=0)  # …of the last H hours (null: no time limit)
+    min_queries: Int = Field(50, ge=1)  # fewer rows: drift is not assessed (no alert)
     thresholds: DriftThresholds = DriftThresholds()
     alerts: AlertParams = AlertParams()
 
@@ -210,6 +235,54 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     search: SearchParams = SearchParams()
     monitor: MonitorParams = MonitorParams()
+
+
+def apply_hyperparams(train: TrainParams, hyperparams: dict[str, Any]) -> TrainParams:
+    """``train`` with dotted keys (``model.kind``, ``lr`` …) replaced by searched values.
+
+    An integer field takes a sampled number as an int (hyperopt's ``uniformint`` gives floats); a
+    bool is no number there.
+    """
+    data = train.model_dump()
+    for key, value in hyperparams.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise InputError(f"search.space: {key!r} is not a key of the train section")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        node[leaf] = int(value) if number and type(node[leaf]) is int else value
+    return TrainParams.model_validate(data)
+
+
+def _space_values(space: dict[str, Dimension], prefix: str = "") -> list[tuple[str, str, Any]]:
+    """Each value a search space can give: (where in params.yaml, train key, value)."""
+    values: list[tuple[str, str, Any]] = []
+    for key, dim in space.items():
+        where = f"{prefix}{key}"
+        given = [*(dim.choice or ()), *(dim.uniform or ()), *(dim.loguniform or ()), *(dim.integer or ())]
+        values += [(where, key, v) for v in given]
+        for branch, sub in (dim.branches or {}).items():
+            values.append((where, key, branch))
+            values += _space_values(sub, f"{where}.branches.{branch}.")
+    return values
+
+
+def _check_space(params: Params, path: Path | str) -> None:
+    """Every value of ``search.space`` must be one the train section takes (else the trials fail)."""
+    for where, key, value in _space_values(params.search.space):
+        try:
+            apply_hyperparams(params.train, {key: value})
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            expected = _EXPECTED.get(first["type"], first["msg"])
+            raise InputError(
+                f"{path}: search.space.{where}: {json.dumps(value, default=str)} is not a value of "
+                f"train.{key} ({'expected ' + expected if first['type'] in _EXPECTED else expected})"
+            ) from None
 
 
 PARAMS_FILE = "params.yaml"  # the configuration file a command or flow reads when none is named
@@ -251,8 +324,23 @@ def load_params(path: Path | str | None = None, overrides: dict[str, Any] | None
             node = node.setdefault(part, {})
         node[leaf] = value
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{path or 'params'}: {where}: {first['msg']}") from None
+        expected = _EXPECTED.get(first["type"])
+        if expected is None:
+            raise InputError(f"{path or 'params'}: {where}: {first['msg']}") from None
+        got = json.dumps(first["input"], default=str)
+        raise InputError(f"{path or 'params'}: {where}: expected {expected}, got {got}") from None
+    _check_space(params, path or "params")
+    return params
+
+
+# what a wrongly typed value should have been, by pydantic error type (load_params)
+_EXPECTED = {
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "float_type": "a number",
+    "float_parsing": "a number",
+}

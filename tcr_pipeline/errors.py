@@ -1,5 +1,10 @@
 """Errors that reach the user as one line (the CLI exits with status 2)."""
 
+from __future__ import annotations
+
+import logging
+import re
+
 
 class InputError(Exception):
     """Bad input: a missing or malformed file, row or value. The message names file, row and column."""
@@ -8,3 +13,32 @@ class InputError(Exception):
 class InfrastructureError(RuntimeError):
     """The cluster failed, not the input: workers lost again and again, or unable to reach the
     Prefect API. The search stops with this one-line reason (the CLI exits with status 1)."""
+
+
+class StoreWriteError(InfrastructureError):
+    """The result store refused a write (disk full, quota, read-only, file too large): not the
+    trial's fault, and retrying cannot help. The search stops with this one line (exit status 1)."""
+
+
+ONE_LINE_ERRORS = (InputError, InfrastructureError)
+# how Prefect names one in the records it logs of a failed task or flow: "Task run failed with
+# exception: InputError(…)" (with the traceback), "Finished in state Failed('… exception: InputError: …')"
+_NAMED = re.compile(r"exception:? (InputError|InfrastructureError|StoreWriteError)\b")
+
+
+class OneLineErrorLogFilter(logging.Filter):
+    """Drops the log records of a one-line error (a traceback, a "Finished in state Failed" line):
+    the command prints that line itself, last."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ONE_LINE_ERRORS):
+            return False
+        return not _NAMED.search(record.getMessage())
+
+
+def quiet_one_line_errors() -> None:
+    """Put :class:`OneLineErrorLogFilter` on the handlers of the root logger and Prefect's (once)."""
+    for name in ("", "prefect"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, OneLineErrorLogFilter) for f in handler.filters):
+                handler.addFilter(OneLineErrorLogFilter())

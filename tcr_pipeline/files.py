@@ -110,7 +110,8 @@ def write_atomic(path: Path | str, write: Callable[[Path], None]) -> Path:
 
     Readers never see a partial file: the rename is atomic on POSIX filesystems (NFS and
     Lustre included, within one directory). The file gets the mode of a plainly created one
-    (``0o666 & ~umask``, mkstemp's is 0600), group-readable in a shared folder.
+    (``0o666 & ~umask``, mkstemp's is 0600), group-readable in a shared folder. An OSError that
+    names no file (a full disk found when the file is closed) is raised naming ``path``.
     """
     path = Path(path)
     make_dirs(path.parent)
@@ -124,6 +125,11 @@ def write_atomic(path: Path | str, write: Callable[[Path], None]) -> Path:
             os.close(fd)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -135,6 +141,15 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
 
     def write(tmp: Path) -> None:
         tmp.write_text(text)
+
+    return write_atomic(path, write)
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
+    """Write bytes atomically."""
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
 
     return write_atomic(path, write)
 

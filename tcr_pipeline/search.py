@@ -21,8 +21,7 @@ import numpy as np
 from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Trials, hp, tpe
 from hyperopt.base import Domain
 
-from tcr_pipeline.config import Dimension, SearchParams, TrainParams
-from tcr_pipeline.errors import InputError
+from tcr_pipeline.config import Dimension, SearchParams, apply_hyperparams
 from tcr_pipeline.store import (
     TrialRecord,
     now,
@@ -69,20 +68,6 @@ def flatten_point(point: dict[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = _plain(value)
     return flat
-
-
-def apply_hyperparams(train: TrainParams, hyperparams: dict[str, Any]) -> TrainParams:
-    """``train`` with dotted keys (``model.kind``, ``lr`` …) replaced by searched values."""
-    data = train.model_dump()
-    for key, value in hyperparams.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise InputError(f"search.space: {key!r} is not a key of the train section")
-        node[leaf] = int(value) if isinstance(node[leaf], int) and not isinstance(value, str) else value
-    return TrainParams.model_validate(data)
 
 
 def _plain(value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 A trial's record is written ``running`` before it trains and rewritten ``ok`` or ``failed`` when
 it ends, so only the death of the process leaves a ``running`` record (the flow resubmits it).
+A write the store refuses (a full disk) is no trial's failure: :class:`StoreWriteError` stops the
+search, the attempts it interrupted recorded ``failed`` with it when the store still takes that.
 A batch's members that share an architecture train as one vectorised population
 (:mod:`tcr_pipeline.population`) when ``vectorise`` is on; every member keeps its own record,
 curves, bundle and metrics, as if it had trained alone.
@@ -9,21 +11,25 @@ curves, bundle and metrics, as if it had trained alone.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import os
 import secrets
+import socket
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tcr_pipeline.config import EvaluateParams, TrainParams
-from tcr_pipeline.errors import InputError
+from tcr_pipeline.errors import InputError, StoreWriteError
 from tcr_pipeline.metrics import objective_value
 from tcr_pipeline.prepare import Prepared, load_prepared
 from tcr_pipeline.recipe import Fitted, fit_and_save, fit_and_save_population
 from tcr_pipeline.search import Suggestion, apply_hyperparams
-from tcr_pipeline.store import Hardware, Store, TrialRecord, new_attempt_id, now
+from tcr_pipeline.store import Hardware, Store, TrialRecord, layout, new_attempt_id, now, read_or_skip
 from tcr_pipeline.training import TrainingError
 
 # what training may raise for one trial: recorded as a failed trial (torch's OOM is a RuntimeError)
@@ -108,9 +114,37 @@ def run_trial(
         return finished
     started = time.perf_counter()
     member = Suggestion(trial_id, vals, hyperparams)
-    record = _start(store, run_id, member, batch, train.device)
-    fitted = _fit_alone(prepared_dir, train, member, evaluate, store.model_dir(record))
-    return _finish(store, record, _outcome(fitted, evaluate), started)
+    with _store_writes(store, run_id, [trial_id]):
+        record = _start(store, run_id, member, batch, train.device)
+        fitted = _fit_alone(prepared_dir, train, member, evaluate, store.model_dir(record))
+        return _finish(store, record, _outcome(fitted, evaluate), started)
+
+
+@contextlib.contextmanager
+def _store_writes(store: Store, run_id: str, trial_ids: list[int]) -> Iterator[None]:
+    """An OSError on a file of the store becomes a :class:`StoreWriteError`; this process's
+    attempts of ``trial_ids`` still ``running`` are recorded as ``failed`` with it first."""
+    try:
+        yield
+    except OSError as exc:
+        root = os.path.abspath(store.root)
+        if exc.filename is None or not os.path.abspath(exc.filename).startswith(root + os.sep):
+            raise
+        code = errno.errorcode.get(exc.errno or 0, "")
+        error = StoreWriteError(
+            f"writing to the result store failed: {exc.filename}: {exc.strerror or exc}"
+            + (f" ({code})" if code else "")
+        )
+        mine = f"{socket.gethostname()}-{os.getpid()}-"  # new_attempt_id's prefix in this process
+        for trial_id in trial_ids:
+            trial_dir = layout.trials_dir(store.root, run_id) / layout.trial_dir_name(trial_id)
+            for path in trial_dir.glob(f"{mine}*/{layout.TRIAL_FILE}"):
+                record = read_or_skip(path, TrialRecord)
+                if record is not None and record.status == "running":
+                    failed = {"status": "failed", "error": f"StoreWriteError: {error}", "finished": now()}
+                    with contextlib.suppress(OSError):  # the store takes nothing more: left `running`
+                        store.write_trial(record.model_copy(update=failed))
+        raise error from exc
 
 
 def new_batch_id(members: list[Suggestion]) -> str:
@@ -135,28 +169,34 @@ def run_batch(
     (:func:`~tcr_pipeline.recipe.fit_and_save_population`: one vectorised population per shared
     architecture, the others one by one); without, one after the other. Records, bundles and
     metrics are the same either way (up to float rounding).
+
+    A write the store refuses (a full disk…) raises :class:`StoreWriteError` naming the file,
+    after recording this process's unfinished attempts of the batch as ``failed`` with it (when
+    the store takes that much).
     """
-    done = {m.trial_id: store.finished_trial(run_id, m.trial_id) for m in members}
-    todo = [m for m in members if done[m.trial_id] is None]
-    if not vectorise or len(todo) < 2:
-        for m in todo:
-            done[m.trial_id] = run_trial(store, run_id, *m, prepared_dir, train, evaluate, batch)
+    with _store_writes(store, run_id, [m.trial_id for m in members]):
+        done = {m.trial_id: store.finished_trial(run_id, m.trial_id) for m in members}
+        todo = [m for m in members if done[m.trial_id] is None]
+        if not vectorise or len(todo) < 2:
+            for m in todo:
+                done[m.trial_id] = run_trial(store, run_id, *m, prepared_dir, train, evaluate, batch)
+            return [record for record in done.values() if record is not None]
+        started = time.perf_counter()
+        records = [_start(store, run_id, m, batch, train.device) for m in todo]
+        out_dirs = [store.model_dir(r) for r in records]
+        fitted: Sequence[Fitted | BaseException]
+        try:
+            prepared = prepared_for_worker(prepared_dir)
+            trains = [apply_hyperparams(train, m.hyperparams) for m in todo]
+            fitted = fit_and_save_population(prepared, trains, evaluate, out_dirs)
+        except TRIAL_ERRORS:  # the population as a whole (e.g. out of memory): each member alone
+            fitted = [
+                _fit_alone(prepared_dir, train, m, evaluate, out)
+                for m, out in zip(todo, out_dirs, strict=True)
+            ]
+        for record, outcome in zip(records, fitted, strict=True):
+            done[record.trial_id] = _finish(store, record, _outcome(outcome, evaluate), started)
         return [record for record in done.values() if record is not None]
-    started = time.perf_counter()
-    records = [_start(store, run_id, m, batch, train.device) for m in todo]
-    out_dirs = [store.model_dir(r) for r in records]
-    fitted: Sequence[Fitted | BaseException]
-    try:
-        prepared = prepared_for_worker(prepared_dir)
-        trains = [apply_hyperparams(train, m.hyperparams) for m in todo]
-        fitted = fit_and_save_population(prepared, trains, evaluate, out_dirs)
-    except TRIAL_ERRORS:  # the population as a whole (e.g. out of memory): each member alone
-        fitted = [
-            _fit_alone(prepared_dir, train, m, evaluate, out) for m, out in zip(todo, out_dirs, strict=True)
-        ]
-    for record, outcome in zip(records, fitted, strict=True):
-        done[record.trial_id] = _finish(store, record, _outcome(outcome, evaluate), started)
-    return [record for record in done.values() if record is not None]
 
 
 def _fit_alone(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,6 +52,8 @@ def invoke_main(args: Sequence[object], cwd: Path) -> CliResult:
     stdout, stderr = io.StringIO(), io.StringIO()
     widths = options.console.width, options.out.width
     argv, here = sys.argv, Path.cwd()
+    # main() leaves its signal handlers for the shutdown of the process it ends; here it ends none
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     options.console.width = options.out.width = 80
     sys.argv = ["tcr-pipeline", *map(str, args)]
     os.chdir(cwd)
@@ -67,6 +70,8 @@ def invoke_main(args: Sequence[object], cwd: Path) -> CliResult:
     finally:
         os.chdir(here)
         sys.argv = argv
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         options.console.width, options.out.width = widths
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
 

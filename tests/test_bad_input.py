@@ -101,6 +101,12 @@ def _search(place: Place, *extra: object) -> list[object]:
     ]
 
 
+def _search_params(place: Place, section: str, line: str) -> list[object]:
+    """search with the flow tests' params.yaml plus ``line`` under ``section``."""
+    text = place.params.read_text().replace(f"{section}:\n", f"{section}:\n  {line}\n", 1)
+    return [*_search(place)[:-1], place.file("params.yaml", text)]
+
+
 CASES: dict[str, Case] = {
     # output paths
     "predict -o a device": Case(lambda p: _predict(p, output=DEVICE), "is a character device"),
@@ -151,6 +157,18 @@ CASES: dict[str, Case] = {
     # flow commands: refused before a Prefect server starts
     "search --parallelism 0": Case(lambda p: _search(p, "--parallelism", 0), "search.parallelism"),
     "search --max-evals 0": Case(lambda p: _search(p, "--max-evals", 0), "search.max_evals"),
+    "search.batch_size: true": Case(
+        lambda p: _search_params(p, "search", "batch_size: true"),
+        "search.batch_size: expected an integer, got true",
+    ),
+    "search.batch_size: '3'": Case(
+        lambda p: _search_params(p, "search", "batch_size: '3'"),
+        'search.batch_size: expected an integer, got "3"',
+    ),
+    "search.vectorise: 'yes'": Case(
+        lambda p: _search_params(p, "search", "vectorise: 'yes'"),
+        'params.yaml: search.vectorise: expected true or false, got "yes"',
+    ),
     "search --cluster nope": Case(
         lambda p: _search(p, "--cluster", "nope"), "unknown cluster profile 'nope'"
     ),

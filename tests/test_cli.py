@@ -355,3 +355,24 @@ def test_help_shows_the_defaults_it_names() -> None:
     import inspect
 
     assert "[default:" not in inspect.getsource(cli)
+
+
+def test_prefects_logs_of_a_one_line_error_are_dropped() -> None:
+    """Prefect logs a failed task twice (its exception with the traceback, then its final state)
+    and a failed flow once more; the command prints the error itself, last, in one line."""
+    import logging
+
+    from tcr_pipeline.errors import InputError, OneLineErrorLogFilter
+
+    def record(message: str, error: BaseException | None = None) -> logging.LogRecord:
+        exc_info = (type(error), error, None) if error else None
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, "x", 1, message, (), exc_info)
+
+    keep = OneLineErrorLogFilter().filter
+    assert not keep(record("Task run failed with exception: InputError('x')", InputError("x")))
+    assert not keep(record("Finished in state Failed('Task run encountered an exception InputError: x')"))
+    assert not keep(
+        record("Finished in state Failed('Flow run encountered an exception: StoreWriteError: x')")
+    )
+    assert keep(record("Task run failed with exception: ValueError('x')", ValueError("x")))  # a bug: shown
+    assert keep(record("Finished in state Failed('Task run encountered an exception ValueError: x')"))

@@ -139,6 +139,31 @@ def test_a_model_registered_before_profiles_gets_one_from_its_prepared_dir(
     assert profile.train_rows == len(monitored.train)
 
 
+def test_a_model_registered_before_profiles_gets_one_from_its_runs_raw_data(
+    store: Store, monitored: Monitored, tmp_path: Path
+) -> None:
+    """The prepared directory is gone (re-prepared, cleaned up) but the manifest's data_path still
+    holds the model's data version: split again as its card says, as --reference-data would."""
+    entry = current(store)
+    reference_path(store, entry).unlink()
+    manifest = store.load_manifest("run-1")
+    assert manifest is not None
+    store.write_manifest(manifest.model_copy(update={"prepared_dir": str(tmp_path / "gone")}))
+    assert manifest.data_path == str(monitored.raw)
+    assert monitor_store(store, MonitorParams()).status == "insufficient_data"
+    profile = load_reference(store, entry)
+    assert profile is not None
+    assert profile.source == f"raw {monitored.raw}"
+    assert profile.train_rows == len(monitored.train)
+    # the same file holding another data version is not used
+    reference_path(store, entry).unlink()
+    changed = tmp_path / "changed.csv"
+    changed.write_bytes(monitored.raw.read_bytes()[:-200])
+    store.write_manifest(manifest.model_copy(update={"prepared_dir": None, "data_path": str(changed)}))
+    with pytest.raises(InputError, match=f"tried {changed} \\(a different data version\\)"):
+        monitor_store(store, MonitorParams())
+
+
 def test_without_a_profile_or_its_data_monitor_says_so_in_one_line(
     store: Store, monitored: Monitored, tmp_path: Path
 ) -> None:
@@ -154,6 +179,7 @@ def test_without_a_profile_or_its_data_monitor_says_so_in_one_line(
     assert f"model {MODEL_ID} has no saved reference profile" in message
     assert f"{other} (a different data version)" in message
     assert f"{tmp_path / 'gone'} (not a prepared directory)" in message
+    assert f"{tmp_path / 'gone.csv'} (missing)" in message  # the run's raw data, tried last
     assert "reference_data" in message
     # …unless the model's own data version is passed explicitly: split again as its card says
     assert monitor_store(store, MonitorParams(), reference_data=monitored.raw).status == "insufficient_data"
@@ -161,3 +187,22 @@ def test_without_a_profile_or_its_data_monitor_says_so_in_one_line(
     assert profile is not None
     assert profile.source == f"raw {monitored.raw}"
     assert profile.train_rows == len(monitored.train)
+
+
+@pytest.mark.slow
+def test_the_monitor_command_without_a_profile_or_its_data_prints_only_the_one_line(
+    prefect_api: str, store: Store, tmp_path: Path
+) -> None:
+    """A real process, whose Prefect logs reach its stderr: no task-failure log before the line."""
+    from cli_fixtures import run_cli_process
+
+    reference_path(store, current(store)).unlink()
+    forget_the_data(store, tmp_path)
+    result = run_cli_process("monitor", "--store", store.root, cwd=tmp_path, timeout=240)
+    assert result.code == 2, result.stderr[-3000:]
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert not [x for x in lines if "ERROR" in x or "Traceback" in x or "InputError" in x], result.stderr
+    assert [x for x in lines if "| INFO" not in x] == lines[-1:], result.stderr  # Prefect's start lines
+    line = lines[-1]
+    assert line.startswith(f"error: model {MODEL_ID} has no saved reference profile"), line
+    assert "(monitor --reference-data)" in line

@@ -200,3 +200,53 @@ def test_the_dashboard_stops_on_a_signal_even_when_started_with_sigint_ignored(
         stderr.strip().splitlines()[-1]
         == f"interrupted by {signum.name}: stopped; no half-written file was left"
     )
+
+
+def test_ctrl_c_after_the_search_completed_leaves_it_completed(workdir: Path, tmp_path: Path) -> None:
+    """Ctrl-C again and again from the moment the summary appears until the process is gone (its
+    last steps: stopping the server, printing, Python's own teardown of about two seconds): the
+    run is complete, so the command exits 0, its summary whole, never 130."""
+    import json
+
+    store = Store(tmp_path / "store")
+    command = [*_search(workdir, workdir / "params.yaml", store.root, "late"), "--max-evals", "1"]
+    env = {**_env(tmp_path / "prefect-home"), "PYTHONUNBUFFERED": "1"}
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr_file:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
+            stderr=stderr_file, text=True,
+        )  # fmt: skip
+    assert process.stdout is not None
+    summary = []
+    try:
+        while line := process.stdout.readline():
+            summary.append(line)
+            if line.startswith("{"):  # the flow has returned: the summary is being printed
+                break
+        assert summary, errors.read_text()[-3000:]
+        signals = 0
+        while process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            signals += 1
+            time.sleep(0.05)
+        rest = process.stdout.read()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+    stderr = errors.read_text()
+    assert process.returncode == 0, stderr[-3000:]
+    assert signals >= 1
+    assert "KeyboardInterrupt" not in stderr  # (distributed may log a comm traceback as the cluster closes)
+    last = stderr.strip().splitlines()[-1]
+    assert last in (
+        "SIGINT after the run completed: ignored, nothing was interrupted",  # printing the summary
+        "SIGINT while shutting down: the command had ended (exit status 0); stopped now",  # exit handlers
+    ) or last.startswith("search ━"), last  # Python's teardown: ignored
+    assert "interrupted by" not in stderr
+    assert json.loads("".join(summary) + rest)["run_id"] == "late"
+    manifest = store.load_manifest("late")
+    assert manifest is not None
+    assert manifest.status == "completed"

@@ -8,8 +8,9 @@ It is built from the prepared data when the model is **registered**
 (:func:`save_reference`, called by ``promotion.register_top``) and saved beside the model
 (:func:`tcr_pipeline.store.reports.reference_path`), so monitoring never reads the raw
 data again. A model registered before profiles were saved gets one on its first monitoring run,
-from its run's prepared directory, else from a training CSV passed explicitly
-(``reference_data``), else a one-line :class:`InputError` says what was tried.
+from a training CSV passed explicitly (``reference_data``), else its run's prepared directory,
+else the raw CSV its run manifest names (``data_path``) when that file still holds the model's
+data version; else a one-line :class:`InputError` says what was tried.
 """
 
 from __future__ import annotations
@@ -157,16 +158,12 @@ def _legacy_reference(
     store: Store, entry: RegistryEntry, bundle: Bundle, reference_data: Path | None
 ) -> ReferenceProfile:
     """The profile of a model registered before profiles were saved: from ``reference_data``
-    (a CSV passed explicitly) or its run's prepared directory."""
+    (a CSV passed explicitly), its run's prepared directory, or its run's raw data (the
+    manifest's ``data_path``), the first that holds the model's data version."""
     card = bundle.card
     tried: list[str] = []
-    if reference_data is not None:
-        if not reference_data.is_file():
-            tried.append(f"{reference_data} (missing)")
-        elif sha256_file(reference_data) != card.data_sha256:
-            tried.append(f"{reference_data} (a different data version)")
-        else:
-            return reference_from_raw(entry.model_id, bundle, reference_data)
+    if reference_data is not None and (profile := _from_raw(entry, bundle, reference_data, tried)):
+        return profile
     manifest = store.load_manifest(entry.run_id)
     prepared_dir = manifest.prepared_dir if manifest else None
     if prepared_dir:
@@ -178,12 +175,27 @@ def _legacy_reference(
             if _same_data(card, prepared):
                 return reference_from_prepared(entry.model_id, bundle, prepared, f"prepared {prepared_dir}")
             tried.append(f"{prepared_dir} (prepared from other data or parameters)")
+    raw = Path(manifest.data_path) if manifest and manifest.data_path else None
+    if raw is not None and raw != reference_data and (profile := _from_raw(entry, bundle, raw, tried)):
+        return profile
     raise InputError(
         f"model {entry.model_id} has no saved reference profile (registered before they were saved) and "
         f"its training data (sha256 {card.data_sha256[:12]}) is not available: "
         f"tried {', '.join(tried) or 'nothing (no run manifest)'}; "
         "pass that data version's CSV as reference_data (monitor --reference-data)"
     )
+
+
+def _from_raw(entry: RegistryEntry, bundle: Bundle, raw: Path, tried: list[str]) -> ReferenceProfile | None:
+    """The profile from the raw CSV ``raw`` if it is the model's data version, else None (and why
+    not, appended to ``tried``)."""
+    if not raw.is_file():
+        tried.append(f"{raw} (missing)")
+    elif sha256_file(raw) != bundle.card.data_sha256:
+        tried.append(f"{raw} (a different data version)")
+    else:
+        return reference_from_raw(entry.model_id, bundle, raw)
+    return None
 
 
 def reference_profile(
