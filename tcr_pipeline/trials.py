@@ -3,7 +3,8 @@
 A trial's record is written ``running`` before it trains and rewritten ``ok`` or ``failed`` when
 it ends, so only the death of the process leaves a ``running`` record (the flow resubmits it).
 A write the store refuses (a full disk) is no trial's failure: :class:`StoreWriteError` stops the
-search, the attempts it interrupted recorded ``failed`` with it when the store still takes that.
+search, and the attempts it cut short stay unfinished, like those of Ctrl-C, so a resume runs them
+again instead of counting them against the budget as failed trials.
 A batch's members that share an architecture train as one vectorised population
 (:mod:`tcr_pipeline.population`) when ``vectorise`` is on; every member keeps its own record,
 curves, bundle and metrics, as if it had trained alone.
@@ -16,7 +17,6 @@ import errno
 import functools
 import os
 import secrets
-import socket
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -29,7 +29,7 @@ from tcr_pipeline.metrics import objective_value
 from tcr_pipeline.prepare import Prepared, load_prepared
 from tcr_pipeline.recipe import Fitted, fit_and_save, fit_and_save_population
 from tcr_pipeline.search import Suggestion, apply_hyperparams
-from tcr_pipeline.store import Hardware, Store, TrialRecord, layout, new_attempt_id, now, read_or_skip
+from tcr_pipeline.store import Hardware, Store, TrialRecord, new_attempt_id, now
 from tcr_pipeline.training import TrainingError
 
 # what training may raise for one trial: recorded as a failed trial (torch's OOM is a RuntimeError)
@@ -114,16 +114,15 @@ def run_trial(
         return finished
     started = time.perf_counter()
     member = Suggestion(trial_id, vals, hyperparams)
-    with _store_writes(store, run_id, [trial_id]):
+    with _store_writes(store):
         record = _start(store, run_id, member, batch, train.device)
         fitted = _fit_alone(prepared_dir, train, member, evaluate, store.model_dir(record))
         return _finish(store, record, _outcome(fitted, evaluate), started)
 
 
 @contextlib.contextmanager
-def _store_writes(store: Store, run_id: str, trial_ids: list[int]) -> Iterator[None]:
-    """An OSError on a file of the store becomes a :class:`StoreWriteError`; this process's
-    attempts of ``trial_ids`` still ``running`` are recorded as ``failed`` with it first."""
+def _store_writes(store: Store) -> Iterator[None]:
+    """An OSError on a file of the store becomes a :class:`StoreWriteError` naming the file."""
     try:
         yield
     except OSError as exc:
@@ -135,15 +134,6 @@ def _store_writes(store: Store, run_id: str, trial_ids: list[int]) -> Iterator[N
             f"writing to the result store failed: {exc.filename}: {exc.strerror or exc}"
             + (f" ({code})" if code else "")
         )
-        mine = f"{socket.gethostname()}-{os.getpid()}-"  # new_attempt_id's prefix in this process
-        for trial_id in trial_ids:
-            trial_dir = layout.trials_dir(store.root, run_id) / layout.trial_dir_name(trial_id)
-            for path in trial_dir.glob(f"{mine}*/{layout.TRIAL_FILE}"):
-                record = read_or_skip(path, TrialRecord)
-                if record is not None and record.status == "running":
-                    failed = {"status": "failed", "error": f"StoreWriteError: {error}", "finished": now()}
-                    with contextlib.suppress(OSError):  # the store takes nothing more: left `running`
-                        store.write_trial(record.model_copy(update=failed))
         raise error from exc
 
 
@@ -170,11 +160,10 @@ def run_batch(
     architecture, the others one by one); without, one after the other. Records, bundles and
     metrics are the same either way (up to float rounding).
 
-    A write the store refuses (a full disk…) raises :class:`StoreWriteError` naming the file,
-    after recording this process's unfinished attempts of the batch as ``failed`` with it (when
-    the store takes that much).
+    A write the store refuses (a full disk…) raises :class:`StoreWriteError` naming the file; the
+    batch's unfinished attempts stay unfinished, for a resume to run again.
     """
-    with _store_writes(store, run_id, [m.trial_id for m in members]):
+    with _store_writes(store):
         done = {m.trial_id: store.finished_trial(run_id, m.trial_id) for m in members}
         todo = [m for m in members if done[m.trial_id] is None]
         if not vectorise or len(todo) < 2:
