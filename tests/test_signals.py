@@ -166,6 +166,47 @@ def test_a_signal_stops_the_search_and_the_run_resumes(
         assert store.load_manifest(run_id).status == "completed"
 
 
+@pytest.mark.parametrize("name", ["search", "pipeline"])
+def test_ctrl_c_while_the_cluster_starts_stops_cleanly(
+    workdir: Path, slow_params: Path, tmp_path: Path, name: str
+) -> None:
+    """The Dask cluster starts in a thread while the run opens (and, for `pipeline`, while the data
+    is prepared): Ctrl-C then, before any trial, stops as cleanly as mid-trial, cluster included."""
+    store = Store(tmp_path / "store")
+    run_id = f"early-{name}"
+    env = _env(tmp_path / "prefect-home")
+    process = subprocess.Popen(
+        _search(workdir, slow_params, store.root, run_id, name), cwd=tmp_path, env=env,
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while store.load_manifest(run_id) is None:  # the run is open, the cluster starting
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run did not open in time"
+            time.sleep(0.05)
+        assert not store.list_trials(run_id)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=STOP_WITHIN_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted by SIGINT: run {run_id} recorded as interrupted in {store.root}; "
+        f"resume it with --run-id {run_id}"
+    )
+    assert store.load_manifest(run_id).status == "interrupted"
+    assert not store.list_trials(run_id)  # stopped before its first trial
+    deadline = time.monotonic() + 10
+    while left := _processes_with(env["PREFECT_HOME"]):
+        commands = [(Path("/proc") / str(pid) / "cmdline").read_bytes()[:200] for pid in left]
+        assert time.monotonic() < deadline, f"left running: {commands}"
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_the_dashboard_stops_on_a_signal_even_when_started_with_sigint_ignored(
     tmp_path: Path, signum: signal.Signals
