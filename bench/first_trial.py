@@ -137,12 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     settings = argparse.Namespace(**{**vars(args), "checkout": None, "trees": None})
     settings.trees = {k: str(v) for k, v in args.trees.items()}
-    results = {
-        **harness.results_header("first_trial", harness.machine_info(), settings),
-        "summary": summary,
-        "runs": rows,
-    }
-    harness.write_results(args.out, results, load_before, started, console.print)
+    header = harness.results_header("first_trial", harness.machine_info(), settings)
+    harness.write_results(
+        args.out, {**header, "summary": summary, "runs": rows}, load_before, started, console.print
+    )
     return 0
 
 

@@ -34,16 +34,8 @@ def pipeline_flow(
     with cluster_ahead(search.cluster, search.parallelism, run_id=run_id):
         meta = prepare_flow(data=data, out_dir=prepared_dir, params_file=params_file)
         outcome = search_flow(
-            run_id=run_id,
-            max_evals=max_evals,
-            parallelism=parallelism,
-            cluster=cluster,
-            store=store,
-            prepared_dir=prepared_dir,
-            params_file=params_file,
-            objective=objective,
-            seed=seed,
-            promote=True,
-            force=force,
-        )
+            run_id=run_id, max_evals=max_evals, parallelism=parallelism, cluster=cluster, store=store,
+            prepared_dir=prepared_dir, params_file=params_file, objective=objective, seed=seed,
+            promote=True, force=force,
+        )  # fmt: skip
     return {"data_sha256": meta["data_sha256"], **outcome}
