@@ -27,7 +27,7 @@ def pipeline_flow(
     force: bool = False,
 ) -> dict[str, Any]:
     """Prepare the data, search hyperparameters on the cluster, promote the best model."""
-    # the search's Dask cluster starts while the data is prepared
+    # where it pays, the search's Dask cluster starts while the data is prepared
     search = resolve_params(
         params_file, {"search.parallelism": parallelism, "search.cluster": cluster}
     ).search

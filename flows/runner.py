@@ -128,7 +128,8 @@ class EarlyDaskTaskRunner(DaskTaskRunner):
     of it: :meth:`duplicate` shares the start), its first ``client`` waits for that start and
     adopts the cluster: from then on the runner owns it as if it had created it (adapts it, closes
     it on exit). :meth:`discard` closes a started cluster that no runner adopted (the flow stopped
-    before its trials). Without :meth:`start_cluster` it is a plain ``DaskTaskRunner``.
+    before its trials). Without :meth:`start_cluster` the first ``client`` starts the cluster
+    the same way and waits for it, as ``DaskTaskRunner`` does.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -137,10 +138,11 @@ class EarlyDaskTaskRunner(DaskTaskRunner):
         self.key = ""  # what made it (make_task_runner's arguments)
 
     def start_cluster(self) -> None:
-        """Begin creating the cluster in a thread; returns at once."""
+        """Begin creating the cluster in a thread; returns at once. (Its worker processes start
+        with SIGINT blocked until they can take it, so that Ctrl-C prints no traceback of theirs.)"""
         if self._start is None:
             name = getattr(self.resolved_cluster_class or self.cluster_class, "__name__", "LocalCluster")
-            self.logger.info("Starting a Dask cluster (%s) while the flow prepares its trials", name)
+            self.logger.info("Creating a new Dask cluster with `%s`", name)
             self._start = _ClusterStart(
                 self.resolved_cluster_class or self.cluster_class, self.cluster_kwargs
             )
@@ -156,7 +158,9 @@ class EarlyDaskTaskRunner(DaskTaskRunner):
 
     @property
     def client(self) -> Any:
-        if self._client is None and self._cluster is None and self._start is not None:
+        if self._client is None and self._cluster is None and self.address is None:
+            self.start_cluster()  # now, if not before: its workers start as start_cluster says
+            assert self._start is not None
             cluster = self._start.adopt()
             if cluster is not None:
                 self._exit_stack.enter_context(cluster)  # closed with the runner, as its own
@@ -227,13 +231,27 @@ def _runner_key(profile: ClusterProfile, parallelism: int, run_id: str | None) -
     return json.dumps([profile.model_dump(mode="json"), parallelism, run_id], sort_keys=True, default=str)
 
 
+def early_start_pays(profile: ClusterProfile, parallelism: int) -> bool:
+    """Whether starting the cluster beside the flow's own work can shorten the way to the first
+    trial: a ``local`` cluster on a machine with a core for each starting worker process and one
+    for the flow (bench/README.md: on two busy cores the overlap only made both sides slower).
+    A SLURM cluster's start here is its scheduler only; its jobs are submitted when it is adopted."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return profile.kind == "local" and cores >= parallelism + 2
+
+
 def start_task_runner(
-    cluster: str, parallelism: int, overrides: dict[str, Any] | None = None, run_id: str | None = None
+    cluster: str,
+    parallelism: int,
+    overrides: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    early: bool | None = None,
 ) -> EarlyDaskTaskRunner | None:
     """:func:`make_task_runner`'s runner with its cluster starting now, in a thread (see
-    :class:`EarlyDaskTaskRunner`); None for a SLURM profile without ``run_id`` (its jobs are
-    named after the run: make the runner once the run is open)."""
-    if run_id is None and check_cluster(cluster, overrides).kind != "local":
+    :class:`EarlyDaskTaskRunner`), when ``early`` (None: when :func:`early_start_pays`);
+    otherwise None: make the runner when the trials start (its cluster starts then)."""
+    profile = check_cluster(cluster, overrides)
+    if not (early_start_pays(profile, parallelism) if early is None else early):
         return None
     runner = make_task_runner(cluster, parallelism, overrides, run_id)
     runner.start_cluster()
@@ -242,13 +260,17 @@ def start_task_runner(
 
 @contextmanager
 def cluster_ahead(
-    cluster: str, parallelism: int, overrides: dict[str, Any] | None = None, run_id: str | None = None
+    cluster: str,
+    parallelism: int,
+    overrides: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    early: bool | None = None,
 ) -> Iterator[None]:
     """Within the block the cluster of ``make_task_runner(cluster, parallelism, overrides, run_id)``
     starts (:func:`start_task_runner`), and the first such call in this process gets that runner;
     on leaving, a started cluster that no flow adopted is closed. For a flow that starts the
     search later (``pipeline``: while the data is prepared)."""
-    runner = start_task_runner(cluster, parallelism, overrides, run_id)
+    runner = start_task_runner(cluster, parallelism, overrides, run_id, early)
     key = runner.key if runner is not None else ""
     if runner is not None:
         _AHEAD[key] = runner

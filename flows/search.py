@@ -289,8 +289,9 @@ def search_flow(
     )
     result_store = Store.from_env(store)
     profile = load_profile(params.search.cluster, cluster_overrides)
-    # the Dask cluster starts now, in a thread, while the prepared data, the manifest and the
-    # baseline load (or it started before, in the pipeline flow, while the data was prepared)
+    # where it pays, the Dask cluster starts now, in a thread, while the prepared data, the
+    # manifest and the baseline load (or it started before, in the pipeline flow, while the data
+    # was prepared); otherwise it starts with the trials
     runner = start_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides, run_id)
     try:
         prepared = load_prepared(prepared_dir)
@@ -300,7 +301,7 @@ def search_flow(
         for note in run.notes:
             logger.info(note)
         params, run_id = run.params, run.manifest.run_id
-        if runner is None:  # a SLURM profile, its jobs named after the run opened now
+        if runner is None:  # started with the trials (SLURM jobs are named after the run)
             runner = make_task_runner(
                 params.search.cluster, params.search.parallelism, cluster_overrides, run_id
             )

@@ -11,7 +11,8 @@ from distributed.core import Status
 from prefect import flow, task
 from prefect.context import FlowRunContext
 
-from flows.runner import cluster_ahead, make_task_runner, start_task_runner
+from flows.runner import cluster_ahead, early_start_pays, make_task_runner, start_task_runner
+from tcr_pipeline.clusters import load_profile
 
 START_S = 120  # the cluster's start on a loaded two-core machine
 
@@ -41,7 +42,7 @@ def _gone(pids: set[int], within: float = 20.0) -> bool:
 
 
 def test_the_flow_runs_on_the_cluster_started_before_it_and_closes_it(prefect_api: str) -> None:
-    runner = start_task_runner("local", 2)
+    runner = start_task_runner("local", 2, early=True)
     assert runner is not None
     assert runner._start is not None
     try:
@@ -57,7 +58,7 @@ def test_the_flow_runs_on_the_cluster_started_before_it_and_closes_it(prefect_ap
 
 
 def test_a_started_cluster_no_flow_adopted_is_closed() -> None:
-    with cluster_ahead("local", 1, run_id="early"):
+    with cluster_ahead("local", 1, run_id="early", early=True):
         assert make_task_runner("local", 2, run_id="early")._start is None  # other size: its own
         assert make_task_runner("local", 1, run_id="other")._start is None  # other run: its own
         ahead = make_task_runner("local", 1, run_id="early")
@@ -68,3 +69,12 @@ def test_a_started_cluster_no_flow_adopted_is_closed() -> None:
         assert pids
     assert cluster.status == Status.closed  # nobody adopted it: closed on leaving the block
     assert _gone(pids), "worker processes outlived the block"
+
+
+def test_the_cluster_starts_early_only_with_a_core_for_each_worker_and_the_flow() -> None:
+    cores = len(os.sched_getaffinity(0))
+    local = load_profile("local")
+    assert early_start_pays(local, cores - 2)
+    assert not early_start_pays(local, cores - 1)  # e.g. 2 workers on 2 cores: with the trials
+    assert not early_start_pays(load_profile("slurm-local"), 1)  # its jobs go with the trials
+    assert start_task_runner("local", cores - 1) is None
