@@ -28,8 +28,9 @@ What runs, in this order, in one invocation:
    prepared-data load timings.
 
 To say where the orchestrated run's idle worker time goes, the benchmark process wraps at run time
-(nothing in ``flows/`` or ``tcr_pipeline/`` is edited): ``DaskTaskRunner.client`` (the cluster is
-created lazily on its first access) and ``__exit__``, ``Task.submit`` (of the task named ``trial``) and
+(nothing in ``flows/`` or ``tcr_pipeline/`` is edited): ``EarlyDaskTaskRunner.client`` (the cluster
+is created on its first access unless it started before) and ``__exit__``, ``Task.submit`` (of the
+task named ``trial``) and
 ``SearchDriver.suggest``/``finish``; it reads each trial task run's state history (Pending,
 Running, Completed timestamps, taken in the worker) from the Prefect API afterwards.
 
@@ -342,7 +343,7 @@ class PrefectServer:
 class Trace:
     """Timestamps (``time.time()``) taken in the benchmark process while a flow runs."""
 
-    cluster: list[tuple[float, float]] = field(default_factory=list)  # DaskTaskRunner.client, 1st access
+    cluster: list[tuple[float, float]] = field(default_factory=list)  # EarlyDaskTaskRunner.client, 1st access
     teardown: list[tuple[float, float]] = field(default_factory=list)  # DaskTaskRunner.__exit__
     submits: dict[int, tuple[float, float, str]] = field(default_factory=dict)  # trial -> t0, t1, run id
     keys: dict[int, str] = field(default_factory=dict)  # trial -> Dask key
@@ -357,9 +358,10 @@ def instrument(trace: Trace, patch_search: bool = True) -> Iterator[None]:
     from prefect.tasks import Task
     from prefect_dask import DaskTaskRunner
 
+    from flows.runner import EarlyDaskTaskRunner  # the search's runner: its client starts the cluster
     from tcr_pipeline.search import SearchDriver
 
-    original_client = DaskTaskRunner.__dict__["client"]
+    original_client = EarlyDaskTaskRunner.__dict__["client"]
     original_exit = DaskTaskRunner.__exit__
     original_submit = Task.submit
     original_suggest, original_finish = SearchDriver.suggest, SearchDriver.finish
@@ -404,7 +406,7 @@ def instrument(trace: Trace, patch_search: bool = True) -> Iterator[None]:
         original_finish(self, record)
         trace.finishes[record.trial_id] = (started, time.time())
 
-    DaskTaskRunner.client = property(client)  # type: ignore[method-assign,assignment]
+    EarlyDaskTaskRunner.client = property(client)  # type: ignore[method-assign,assignment]
     DaskTaskRunner.__exit__ = exit_  # type: ignore[method-assign]
     if patch_search:
         Task.submit = submit  # type: ignore[method-assign]
@@ -413,7 +415,7 @@ def instrument(trace: Trace, patch_search: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        DaskTaskRunner.client = original_client  # type: ignore[method-assign]
+        EarlyDaskTaskRunner.client = original_client  # type: ignore[method-assign]
         DaskTaskRunner.__exit__ = original_exit  # type: ignore[method-assign]
         Task.submit = original_submit  # type: ignore[method-assign]
         SearchDriver.suggest, SearchDriver.finish = original_suggest, original_finish  # type: ignore[method-assign]
