@@ -31,7 +31,7 @@ def pipeline_flow(
     search = resolve_params(
         params_file, {"search.parallelism": parallelism, "search.cluster": cluster}
     ).search
-    with cluster_ahead(search.cluster, search.parallelism, run_id=run_id):
+    with cluster_ahead(search.cluster, search.parallelism, run_id):
         meta = prepare_flow(data=data, out_dir=prepared_dir, params_file=params_file)
         outcome = search_flow(
             run_id=run_id, max_evals=max_evals, parallelism=parallelism, cluster=cluster, store=store,

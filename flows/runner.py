@@ -260,17 +260,13 @@ def start_task_runner(
 
 @contextmanager
 def cluster_ahead(
-    cluster: str,
-    parallelism: int,
-    overrides: dict[str, Any] | None = None,
-    run_id: str | None = None,
-    early: bool | None = None,
+    cluster: str, parallelism: int, run_id: str | None, early: bool | None = None
 ) -> Iterator[None]:
-    """Within the block the cluster of ``make_task_runner(cluster, parallelism, overrides, run_id)``
+    """Within the block the cluster of ``make_task_runner(cluster, parallelism, run_id=run_id)``
     starts (:func:`start_task_runner`), and the first such call in this process gets that runner;
     on leaving, a started cluster that no flow adopted is closed. For a flow that starts the
     search later (``pipeline``: while the data is prepared)."""
-    runner = start_task_runner(cluster, parallelism, overrides, run_id, early)
+    runner = start_task_runner(cluster, parallelism, run_id=run_id, early=early)
     key = runner.key if runner is not None else ""
     if runner is not None:
         _AHEAD[key] = runner

@@ -58,7 +58,7 @@ def test_the_flow_runs_on_the_cluster_started_before_it_and_closes_it(prefect_ap
 
 
 def test_a_started_cluster_no_flow_adopted_is_closed() -> None:
-    with cluster_ahead("local", 1, run_id="early", early=True):
+    with cluster_ahead("local", 1, "early", early=True):
         assert make_task_runner("local", 2, run_id="early")._start is None  # other size: its own
         assert make_task_runner("local", 1, run_id="other")._start is None  # other run: its own
         ahead = make_task_runner("local", 1, run_id="early")
