@@ -161,7 +161,11 @@ class EarlyDaskTaskRunner(DaskTaskRunner):
         if self._client is None and self._cluster is None and self.address is None:
             self.start_cluster()  # now, if not before: its workers start as start_cluster says
             assert self._start is not None
-            cluster = self._start.adopt()
+            try:
+                cluster = self._start.adopt()
+            except BaseException:  # interrupted while it waits, or the start failed
+                self._start.discard()
+                raise
             if cluster is not None:
                 self._exit_stack.enter_context(cluster)  # closed with the runner, as its own
                 self._cluster = cluster
