@@ -28,8 +28,9 @@ What runs, in this order, in one invocation:
    prepared-data load timings.
 
 To say where the orchestrated run's idle worker time goes, the benchmark process wraps at run time
-(nothing in ``flows/`` or ``tcr_pipeline/`` is edited): ``DaskTaskRunner.client`` (the cluster is
-created lazily on its first access) and ``__exit__``, ``Task.submit`` (of the task named ``trial``) and
+(nothing in ``flows/`` or ``tcr_pipeline/`` is edited): ``EarlyDaskTaskRunner.client`` (the cluster
+is created on its first access unless it started before) and ``__exit__``, ``Task.submit`` (of the
+task named ``trial``) and
 ``SearchDriver.suggest``/``finish``; it reads each trial task run's state history (Pending,
 Running, Completed timestamps, taken in the worker) from the Prefect API afterwards.
 
@@ -42,6 +43,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -341,7 +343,7 @@ class PrefectServer:
 class Trace:
     """Timestamps (``time.time()``) taken in the benchmark process while a flow runs."""
 
-    cluster: list[tuple[float, float]] = field(default_factory=list)  # DaskTaskRunner.client, 1st access
+    cluster: list[tuple[float, float]] = field(default_factory=list)  # EarlyDaskTaskRunner.client, 1st access
     teardown: list[tuple[float, float]] = field(default_factory=list)  # DaskTaskRunner.__exit__
     submits: dict[int, tuple[float, float, str]] = field(default_factory=dict)  # trial -> t0, t1, run id
     keys: dict[int, str] = field(default_factory=dict)  # trial -> Dask key
@@ -356,9 +358,10 @@ def instrument(trace: Trace, patch_search: bool = True) -> Iterator[None]:
     from prefect.tasks import Task
     from prefect_dask import DaskTaskRunner
 
+    from flows.runner import EarlyDaskTaskRunner  # the search's runner: its client starts the cluster
     from tcr_pipeline.search import SearchDriver
 
-    original_client = DaskTaskRunner.__dict__["client"]
+    original_client = EarlyDaskTaskRunner.__dict__["client"]
     original_exit = DaskTaskRunner.__exit__
     original_submit = Task.submit
     original_suggest, original_finish = SearchDriver.suggest, SearchDriver.finish
@@ -403,7 +406,7 @@ def instrument(trace: Trace, patch_search: bool = True) -> Iterator[None]:
         original_finish(self, record)
         trace.finishes[record.trial_id] = (started, time.time())
 
-    DaskTaskRunner.client = property(client)  # type: ignore[method-assign,assignment]
+    EarlyDaskTaskRunner.client = property(client)  # type: ignore[method-assign,assignment]
     DaskTaskRunner.__exit__ = exit_  # type: ignore[method-assign]
     if patch_search:
         Task.submit = submit  # type: ignore[method-assign]
@@ -412,7 +415,7 @@ def instrument(trace: Trace, patch_search: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        DaskTaskRunner.client = original_client  # type: ignore[method-assign]
+        EarlyDaskTaskRunner.client = original_client  # type: ignore[method-assign]
         DaskTaskRunner.__exit__ = original_exit  # type: ignore[method-assign]
         Task.submit = original_submit  # type: ignore[method-assign]
         SearchDriver.suggest, SearchDriver.finish = original_suggest, original_finish  # type: ignore[method-assign]
@@ -546,25 +549,77 @@ def run_orchestrated(
     }
 
 
+# events of a `tcr-pipeline search`/`pipeline` log (Prefect's console lines, INFO): name → the
+# substrings a line must hold; the first matching line of each counts
+COMMAND_EVENTS = {
+    "flow_entered": ("Beginning flow run",),
+    "prepare_done": ("Task run 'prepare-data", "Finished in state"),
+    "search_flow_entered": ("for flow 'search'",),
+    "cluster_start": ("Dask cluster",),  # "Creating a new …" (Prefect) or "Starting a …" (early start)
+    "run_opened": (" run ", " in "),  # "new run X in STORE" / "resuming run X"
+    "baseline_done": ("Task run 'baseline-", "Finished in state"),
+    "trials_flow_entered": ("for flow 'search-trials'",),
+    "workers_registered": ("Register worker",),
+    "client_connected": ("The Dask dashboard is available",),
+}
+_LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \|")
+
+
+def command_events(output: str, started: float) -> dict[str, float]:
+    """Seconds from ``started`` (epoch) to each of :data:`COMMAND_EVENTS` in a command's log lines
+    (``HH:MM:SS.mmm |``, local time of the day the command started)."""
+    day = time.mktime((*time.localtime(started)[:3], 0, 0, 0, 0, 0, -1))
+    events: dict[str, float] = {}
+    for line in output.splitlines():
+        match = _LOG_TIME.match(line)
+        if not match:
+            continue
+        h, m, sec, ms = map(int, match.groups())
+        at = day + 3600 * h + 60 * m + sec + ms / 1000 - started
+        for name, needles in COMMAND_EVENTS.items():
+            if name not in events and all(n in line for n in needles):
+                if name == "run_opened" and not ("new run" in line or "resuming run" in line):
+                    continue
+                events[name] = round(at, 3)
+    return events
+
+
 def time_to_first_trial(
-    work: Path, prepared_dir: Path, params_file: Path, workers: int, server_url: str | None, label: str
+    work: Path,
+    prepared_dir: Path,
+    params_file: Path,
+    workers: int,
+    server_url: str | None,
+    label: str,
+    command_name: str = "search",
+    checkout: Path | None = None,
 ) -> dict[str, Any]:
-    """``tcr-pipeline search`` as a user runs it: seconds from the command to its first trial starting
-    (the first trial record's ``started``) and to the command's end, ``workers`` trials (one batch each).
+    """``tcr-pipeline search`` (or ``pipeline``) as a user runs it: seconds from the command to its
+    first trial starting (the first trial record's ``started``) and to the command's end,
+    ``workers`` trials (one batch each), with the times of the events of its log
+    (:data:`COMMAND_EVENTS`, Prefect's INFO lines).
 
     With ``server_url`` the command reuses that Prefect server (``PREFECT_API_URL``); without, it
     starts its own temporary server (a fresh ``PREFECT_HOME``). The search runs its k-mer baseline,
-    as the command does.
+    as the command does. ``pipeline`` prepares the params file's raw data into a directory of its
+    own first. ``checkout``: the source tree whose code the command runs (``PYTHONPATH``; default:
+    this one).
     """
     store = Store(work / f"store-first-{label}")
     executable = Path(sys.executable).with_name("tcr-pipeline")
-    base = [str(executable)] if executable.exists() else [sys.executable, "-m", "tcr_pipeline.cli"]
+    base = [str(executable)] if executable.exists() else [sys.executable, "-m", "tcr_cli"]
+    if command_name == "pipeline":
+        prepared_dir = work / f"prepared-first-{label}"
     command = [
-        *base, "search", "--run-id", "first", "--store", str(store.root), "--max-evals", str(workers),
+        *base, command_name, "--run-id", "first", "--store", str(store.root), "--max-evals", str(workers),
         "--parallelism", str(workers), "--prepared", str(prepared_dir), "--params", str(params_file),
-        "--no-promote", "--seed", "1",
+        "--seed", "1", *(["--no-promote"] if command_name == "search" else []),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"  # the events' lines
+    env["PREFECT_LOGGING_LEVEL"] = "INFO"
+    env["COLUMNS"] = "400"  # one log line per event
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout or ROOT), env.get("PYTHONPATH")]))
     if server_url:
         env["PREFECT_API_URL"] = server_url
     else:
@@ -577,10 +632,12 @@ def time_to_first_trial(
     records = store.list_trials("first")
     first = min(r.started.timestamp() for r in records)
     return {
+        "command": command_name,
         "reuses_server": bool(server_url),
         "command_to_first_trial_s": first - started,
         "command_wall_s": ended - started,
         "trials": len(records),
+        "events_s": command_events(done.stdout + "\n" + done.stderr, started),
     }
 
 

@@ -7,7 +7,9 @@ from typing import Any
 from prefect import flow
 
 from flows.prepare import prepare_flow
+from flows.runner import cluster_ahead
 from flows.search import search_flow
+from tcr_pipeline.config import resolve_params
 
 
 @flow(name="tcr-pipeline")
@@ -25,18 +27,15 @@ def pipeline_flow(
     force: bool = False,
 ) -> dict[str, Any]:
     """Prepare the data, search hyperparameters on the cluster, promote the best model."""
-    meta = prepare_flow(data=data, out_dir=prepared_dir, params_file=params_file)
-    outcome = search_flow(
-        run_id=run_id,
-        max_evals=max_evals,
-        parallelism=parallelism,
-        cluster=cluster,
-        store=store,
-        prepared_dir=prepared_dir,
-        params_file=params_file,
-        objective=objective,
-        seed=seed,
-        promote=True,
-        force=force,
-    )
+    # where it pays, the search's Dask cluster starts while the data is prepared
+    search = resolve_params(
+        params_file, {"search.parallelism": parallelism, "search.cluster": cluster}
+    ).search
+    with cluster_ahead(search.cluster, search.parallelism, run_id):
+        meta = prepare_flow(data=data, out_dir=prepared_dir, params_file=params_file)
+        outcome = search_flow(
+            run_id=run_id, max_evals=max_evals, parallelism=parallelism, cluster=cluster, store=store,
+            prepared_dir=prepared_dir, params_file=params_file, objective=objective, seed=seed,
+            promote=True, force=force,
+        )  # fmt: skip
     return {"data_sha256": meta["data_sha256"], **outcome}

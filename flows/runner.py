@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from multiprocessing import resource_tracker
+from typing import Any, Self
 
 from distributed import Worker, WorkerPlugin
 from prefect import get_run_logger
@@ -73,6 +78,9 @@ class QuietShutdown(WorkerPlugin):
         # handles the interrupt; the worker just ends, at once and quietly (its trial reruns).
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, _exit_quietly)
+            # a worker of a cluster started in a thread (EarlyDaskTaskRunner) starts with SIGINT
+            # blocked, so that Ctrl-C during its imports prints no traceback; pending, it ends it now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
@@ -113,13 +121,180 @@ def plan_parallelism(cluster: str, parallelism: int, overrides: dict[str, Any] |
     return capped
 
 
+class EarlyDaskTaskRunner(DaskTaskRunner):
+    """A ``DaskTaskRunner`` whose cluster can start before the flow that runs on it.
+
+    :meth:`start_cluster` creates the cluster (for ``local``: the scheduler and the worker
+    processes, their spawn and imports; for SLURM: the scheduler) in a thread while the calling
+    flow goes on (prepared data, run manifest, baseline). When Prefect enters the runner (a copy
+    of it: :meth:`duplicate` shares the start), its first ``client`` waits for that start and
+    adopts the cluster: from then on the runner owns it as if it had created it (adapts it, closes
+    it on exit). :meth:`discard` closes a started cluster that no runner adopted (the flow stopped
+    before its trials). Without :meth:`start_cluster` the first ``client`` starts the cluster
+    the same way and waits for it, as ``DaskTaskRunner`` does.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start: _ClusterStart | None = None
+        self.key = ""  # what made it (make_task_runner's arguments)
+
+    def start_cluster(self) -> None:
+        """Begin creating the cluster in a thread; returns at once. (Its worker processes start
+        with SIGINT blocked until they can take it, so that Ctrl-C prints no traceback of theirs.)"""
+        if self._start is None:
+            name = getattr(self.resolved_cluster_class or self.cluster_class, "__name__", "LocalCluster")
+            self.logger.info("Creating a new Dask cluster with `%s`", name)
+            self._start = _ClusterStart(
+                self.resolved_cluster_class or self.cluster_class, self.cluster_kwargs
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the flow, runner included, travels with each task to the workers: without the start
+        return {**self.__dict__, "_start": None}
+
+    def duplicate(self) -> Self:
+        copy = super().duplicate()
+        copy._start = self._start
+        return copy
+
+    @property
+    def client(self) -> Any:
+        if self._client is None and self._cluster is None and self.address is None:
+            self.start_cluster()  # now, if not before: its workers start as start_cluster says
+            assert self._start is not None
+            try:
+                cluster = self._start.adopt()
+            except BaseException:  # interrupted while it waits, or the start failed
+                self._start.discard()
+                raise
+            if cluster is not None:
+                self._exit_stack.enter_context(cluster)  # closed with the runner, as its own
+                self._cluster = cluster
+        return DaskTaskRunner.client.fget(self)  # type: ignore[attr-defined]
+
+    def discard(self) -> None:
+        """Close the started cluster unless a runner adopted it (waits for its start to end)."""
+        if self._start is not None:
+            self._start.discard()
+
+
+class _ClusterStart:
+    """One cluster being created in a daemon thread, adopted by a runner or discarded."""
+
+    def __init__(self, cluster_class: Any, cluster_kwargs: dict[str, Any]) -> None:
+        import distributed
+
+        self.cluster_class = cluster_class or distributed.LocalCluster
+        self.cluster_kwargs = cluster_kwargs
+        self.future: Future[Any] = Future()
+        self.adopted = False
+        self.lock = threading.Lock()
+        thread = threading.Thread(target=self._create, name="tcr-cluster-start", daemon=True)
+        thread.start()
+
+    def _create(self) -> None:
+        # Ctrl-C goes to the main thread, never to this one nor to the threads the cluster starts
+        # here, nor to the worker processes they spawn until the workers can take it (QuietShutdown).
+        # multiprocessing's resource tracker first: starting it unblocks SIGINT in the thread
+        # that starts it (the cluster's loop thread, else)
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(self.cluster_class(**self.cluster_kwargs))
+        except BaseException as exc:  # handed to whoever adopts or discards the cluster
+            self.future.set_exception(exc)
+
+    def adopt(self) -> Any:
+        """The started cluster, once (it raises what the start raised); None after the first call.
+        Interrupted while it waits, the cluster stays to be discarded."""
+        cluster = self.future.result()
+        with self.lock:
+            if self.adopted:
+                return None
+            self.adopted = True
+        return cluster
+
+    def discard(self) -> None:
+        with self.lock:
+            if self.adopted:
+                return
+            self.adopted = True
+        try:
+            cluster = self.future.result()
+        except Exception:  # the start failed: nothing to close
+            return
+        cluster.close()
+
+
+# runners whose cluster :func:`cluster_ahead` started, by the arguments that make them
+_AHEAD: dict[str, EarlyDaskTaskRunner] = {}
+
+
+def _runner_key(profile: ClusterProfile, parallelism: int, run_id: str | None) -> str:
+    return json.dumps([profile.model_dump(mode="json"), parallelism, run_id], sort_keys=True, default=str)
+
+
+def early_start_pays(profile: ClusterProfile, parallelism: int) -> bool:
+    """Whether starting the cluster beside the flow's own work can shorten the way to the first
+    trial: a ``local`` cluster on a machine with a core for each starting worker process and one
+    for the flow (bench/README.md: on two busy cores the overlap only made both sides slower).
+    A SLURM cluster's start here is its scheduler only; its jobs are submitted when it is adopted."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return profile.kind == "local" and cores >= parallelism + 2
+
+
+def start_task_runner(
+    cluster: str,
+    parallelism: int,
+    overrides: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    early: bool | None = None,
+) -> EarlyDaskTaskRunner | None:
+    """:func:`make_task_runner`'s runner with its cluster starting now, in a thread (see
+    :class:`EarlyDaskTaskRunner`), when ``early`` (None: when :func:`early_start_pays`);
+    otherwise None: make the runner when the trials start (its cluster starts then)."""
+    profile = check_cluster(cluster, overrides)
+    if not (early_start_pays(profile, parallelism) if early is None else early):
+        return None
+    runner = make_task_runner(cluster, parallelism, overrides, run_id)
+    runner.start_cluster()
+    return runner
+
+
+@contextmanager
+def cluster_ahead(
+    cluster: str, parallelism: int, run_id: str | None, early: bool | None = None
+) -> Iterator[None]:
+    """Within the block the cluster of ``make_task_runner(cluster, parallelism, run_id=run_id)``
+    starts (:func:`start_task_runner`), and the first such call in this process gets that runner;
+    on leaving, a started cluster that no flow adopted is closed. For a flow that starts the
+    search later (``pipeline``: while the data is prepared)."""
+    runner = start_task_runner(cluster, parallelism, run_id=run_id, early=early)
+    key = runner.key if runner is not None else ""
+    if runner is not None:
+        _AHEAD[key] = runner
+    try:
+        yield
+    finally:
+        if runner is not None:
+            _AHEAD.pop(key, None)
+            runner.discard()
+
+
 def make_task_runner(
     cluster: str, parallelism: int, overrides: dict[str, Any] | None = None, run_id: str | None = None
-) -> DaskTaskRunner:
+) -> EarlyDaskTaskRunner:
     """A ``DaskTaskRunner`` for profile ``cluster`` sized for ``parallelism`` trials in flight
-    (at most the profile's maximum); SLURM jobs carry ``run_id`` in their name and comment."""
+    (at most the profile's maximum); SLURM jobs carry ``run_id`` in their name and comment.
+    Within :func:`cluster_ahead` with the same arguments: the runner it started."""
     profile = check_cluster(cluster, overrides)
     parallelism, _ = cap_parallelism(profile, parallelism)
+    key = _runner_key(profile, parallelism, run_id)
+    if key in _AHEAD:
+        return _AHEAD.pop(key)
     kwargs = task_runner_kwargs(profile, run_id=run_id)
     # a free port for the Dask dashboard unless the profile names one (Prefect logs its URL)
     cluster_kwargs = kwargs["cluster_kwargs"]
@@ -139,7 +314,9 @@ def make_task_runner(
         kwargs.pop("adapt_kwargs", None)
     elif kwargs.get("adapt_kwargs"):
         kwargs["adapt_kwargs"] = {**kwargs["adapt_kwargs"], "maximum": parallelism}
-    return DaskTaskRunner(**kwargs)
+    runner = EarlyDaskTaskRunner(**kwargs)
+    runner.key = key
+    return runner
 
 
 class WorkerStartWatch:

@@ -23,16 +23,22 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed, wait
 
-from flows.runner import WorkerStartWatch, make_task_runner, plan_parallelism
+from flows.runner import (
+    EarlyDaskTaskRunner,
+    WorkerStartWatch,
+    make_task_runner,
+    plan_parallelism,
+    start_task_runner,
+)
 from tcr_pipeline.baseline import evaluate_baseline
-from tcr_pipeline.clusters import load_profile
+from tcr_pipeline.clusters import ClusterProfile, load_profile
 from tcr_pipeline.config import EvaluateParams, PrepareParams, SearchParams, TrainParams, resolve_params
 from tcr_pipeline.data import load_pairs
 from tcr_pipeline.errors import InfrastructureError, StoreWriteError
 from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.promotion import promote_best, register_top
 from tcr_pipeline.search import SearchDriver, Suggestion
-from tcr_pipeline.search_run import close_run, open_run
+from tcr_pipeline.search_run import RunStart, close_run, open_run
 from tcr_pipeline.splits import split_pairs
 from tcr_pipeline.store import Store, TrialRecord
 from tcr_pipeline.trials import new_batch_id, run_batch
@@ -287,28 +293,55 @@ def search_flow(
         update={"search": params.search.model_copy(update={"parallelism": parallelism})}
     )
     result_store = Store.from_env(store)
-    prepared = load_prepared(prepared_dir)
-    run = open_run(result_store, run_id, params, prepared, prepared_dir)
-    for warning in run.warnings:
-        logger.warning(warning)
-    for note in run.notes:
-        logger.info(note)
+    profile = load_profile(params.search.cluster, cluster_overrides)
+    # where it pays, the Dask cluster starts now, in a thread, while the prepared data, the
+    # manifest and the baseline load (or it started before, in the pipeline flow, while the data
+    # was prepared); otherwise it starts with the trials
+    runner = start_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides, run_id)
+    try:
+        prepared = load_prepared(prepared_dir)
+        run = open_run(result_store, run_id, params, prepared, prepared_dir)
+        for warning in run.warnings:
+            logger.warning(warning)
+        for note in run.notes:
+            logger.info(note)
+        params, run_id = run.params, run.manifest.run_id
+        if runner is None:  # started with the trials (SLURM jobs are named after the run)
+            runner = make_task_runner(
+                params.search.cluster, params.search.parallelism, cluster_overrides, run_id
+            )
+        outcome = _search_run(
+            result_store, run, runner, profile, str(prepared_dir), promote, force, baseline, prepared.meta
+        )
+    finally:
+        if runner is not None:
+            runner.discard()  # a cluster started for trials that never ran
+    return outcome
+
+
+def _search_run(
+    result_store: Store,
+    run: RunStart,
+    runner: EarlyDaskTaskRunner,
+    profile: ClusterProfile,
+    prepared_dir: str,
+    promote: bool,
+    force: bool,
+    baseline: bool,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Baseline, trials and promotion of the opened ``run``; its manifest closed as completed,
+    failed or interrupted."""
     params, manifest, run_id = run.params, run.manifest, run.manifest.run_id
     try:
-        if baseline and result_store.load_baseline(run_id) is None and prepared.meta.get("raw"):
+        if baseline and result_store.load_baseline(run_id) is None and meta.get("raw"):
             baseline_task(
-                str(result_store.root),
-                run_id,
-                str(prepared.meta["raw"]),
-                prepared.meta["params"],
-                params.evaluate.threshold,
+                str(result_store.root), run_id, str(meta["raw"]), meta["params"], params.evaluate.threshold
             )
-        profile = load_profile(params.search.cluster, cluster_overrides)
-        runner = make_task_runner(params.search.cluster, params.search.parallelism, cluster_overrides, run_id)
         summary = search_trials.with_options(task_runner=runner)(  # type: ignore[arg-type]
             str(result_store.root),
             run_id,
-            str(prepared_dir),
+            prepared_dir,
             params.search.model_dump(mode="json"),
             params.train.model_dump(mode="json"),
             params.evaluate.model_dump(mode="json"),
@@ -320,7 +353,7 @@ def search_flow(
             outcome |= promote_task(
                 str(result_store.root),
                 run_id,
-                str(prepared_dir),
+                prepared_dir,
                 params.search.top_k,
                 params.evaluate.model_dump(mode="json"),
                 force,

@@ -95,6 +95,13 @@ def test_a_killed_search_leaves_no_prefect_server(workdir: Path, slow_params: Pa
         time.sleep(0.2)
 
 
+def _kill_left(process: subprocess.Popen[str]) -> None:
+    """SIGKILL to the process group of a command that is still running (a failed test)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def _running_trial(store: Store, run_id: str) -> bool:
     return any(t.status == "running" for t in store.list_trials(run_id))
 
@@ -164,6 +171,44 @@ def test_a_signal_stops_the_search_and_the_run_resumes(
         trials = store.list_trials(run_id)
         assert sorted(t.trial_id for t in trials if t.done) == list(range(MAX_EVALS))
         assert store.load_manifest(run_id).status == "completed"
+
+
+@pytest.mark.parametrize("name", ["search", "pipeline"])
+def test_ctrl_c_while_the_cluster_starts_stops_cleanly(
+    workdir: Path, slow_params: Path, tmp_path: Path, name: str
+) -> None:
+    """The Dask cluster starts in a thread while the run opens (and, for `pipeline`, while the data
+    is prepared): Ctrl-C then, before any trial, stops as cleanly as mid-trial, cluster included."""
+    store = Store(tmp_path / "store")
+    run_id = f"early-{name}"
+    env = _env(tmp_path / "prefect-home")
+    process = subprocess.Popen(
+        _search(workdir, slow_params, store.root, run_id, name), cwd=tmp_path, env=env,
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while store.load_manifest(run_id) is None:  # the run is open, the cluster starting
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run did not open in time"
+            time.sleep(0.05)
+        assert not store.list_trials(run_id)
+        os.killpg(process.pid, signal.SIGINT)
+        stderr = process.communicate(timeout=STOP_WITHIN_S)[1]
+    finally:
+        _kill_left(process)
+    assert (process.returncode, "Traceback" in stderr) == (130, False), stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted by SIGINT: run {run_id} recorded as interrupted in {store.root}; "
+        f"resume it with --run-id {run_id}"
+    )
+    assert store.load_manifest(run_id).status == "interrupted"
+    assert not store.list_trials(run_id)  # stopped before its first trial
+    deadline = time.monotonic() + 10
+    while left := _processes_with(env["PREFECT_HOME"]):
+        commands = [(Path("/proc") / str(pid) / "cmdline").read_bytes()[:200] for pid in left]
+        assert time.monotonic() < deadline, f"left running: {commands}"
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
