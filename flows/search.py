@@ -364,7 +364,7 @@ def _search_run(
         try:
             close_run(result_store, manifest, "interrupted" if interrupted else "failed", exc)
         except OSError as closing:  # a full disk takes no manifest either: the reason is exc's
-            logger.warning("run %s not recorded as ended: %s", run_id, closing)
+            get_run_logger().warning("run %s not recorded as ended: %s", run_id, closing)
         raise
     close_run(result_store, manifest, "completed")
     return outcome
