@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -38,10 +39,11 @@ def _not_a_bool(value: Any) -> Any:
 
 # Counts, sizes and switches take only what YAML writes for them: `batch_size: true`, `'3'` or
 # `vectorise: 'yes'` are mistakes, not values (pydantic's lax mode would turn them into 1, 3 and
-# True). A number may be a quoted string, since PyYAML reads `1e-3` as one, but never a bool.
+# True). A number may be a quoted string, since PyYAML reads `1e-3` as one, but never a bool, and
+# never .inf or .nan (`lr: .inf` trained to a NaN loss and a traceback).
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
-Float = Annotated[float, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool), AllowInfNan(False)]
 
 
 class _Section(BaseModel):
@@ -343,4 +345,5 @@ _EXPECTED = {
     "bool_type": "true or false",
     "float_type": "a number",
     "float_parsing": "a number",
+    "finite_number": "a finite number",
 }

@@ -81,6 +81,16 @@ def test_a_command_reads_the_working_directorys_params_file_or_the_one_it_is_giv
         ),
         ("train:\n  lr: true\n", "train.lr: expected a number, got true"),
         ("train:\n  lr: fast\n", 'train.lr: expected a number, got "fast"'),
+        ("train:\n  lr: .inf\n", "train.lr: expected a finite number, got Infinity"),
+        ("train:\n  lr: '1e999'\n", "train.lr: expected a finite number"),
+        (
+            "prepare:\n  fractions: [.nan, 0.1, 0.1]\n",
+            "prepare.fractions.0: expected a finite number, got NaN",
+        ),
+        (
+            "search:\n  space:\n    lr: {uniform: [0.001, .inf]}\n",
+            "search.space.lr.uniform.1: expected a finite number",
+        ),
         ("monitor:\n  since_hours: true\n", "monitor.since_hours: expected a number, got true"),
         ("monitor:\n  window: '100'\n", 'monitor.window: expected an integer, got "100"'),
         (
