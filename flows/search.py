@@ -34,7 +34,7 @@ from tcr_pipeline.baseline import evaluate_baseline
 from tcr_pipeline.clusters import ClusterProfile, load_profile
 from tcr_pipeline.config import EvaluateParams, PrepareParams, SearchParams, TrainParams, resolve_params
 from tcr_pipeline.data import load_pairs
-from tcr_pipeline.errors import InfrastructureError, StoreWriteError
+from tcr_pipeline.errors import InfrastructureError, StoreWriteError, store_writes
 from tcr_pipeline.prepare import load_prepared
 from tcr_pipeline.promotion import promote_best, register_top
 from tcr_pipeline.search import SearchDriver, Suggestion
@@ -110,8 +110,15 @@ def promote_task(
     store = Store(store_root)
     evaluate_params = EvaluateParams.model_validate(evaluate)
     prepared = load_prepared(prepared_dir)
-    entries = register_top(store, run_id, top_k, evaluate_params.objective, prepared)
-    promotion = promote_best(store, entries, prepared, evaluate_params, force=force)
+    try:
+        with store_writes(store.root):
+            entries = register_top(store, run_id, top_k, evaluate_params.objective, prepared)
+            promotion = promote_best(store, entries, prepared, evaluate_params, force=force)
+    except StoreWriteError as exc:  # a full disk: one line, and the resume registers again
+        raise StoreWriteError(
+            f"promotion stopped: {exc} (run {run_id} registers and promotes with --run-id {run_id} "
+            "once the store can be written)"
+        ) from None
     if promotion is None:
         logger.info("kept the current model %s", store.load_registry().current)
     else:
@@ -129,7 +136,8 @@ def baseline_task(store_root: str, run_id: str, raw: str, prepare: dict[str, Any
     params = PrepareParams.model_validate(prepare)
     frame = load_pairs(raw, require_clone_id=params.use_clone_id)
     metrics = evaluate_baseline(frame, split_pairs(frame, params), threshold)
-    Store(store_root).write_baseline(run_id, metrics)
+    with store_writes(store_root):
+        Store(store_root).write_baseline(run_id, metrics)
     return metrics["test"]["mean_epitope_auc"]
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 
 class InputError(Exception):
@@ -18,6 +23,24 @@ class InfrastructureError(RuntimeError):
 class StoreWriteError(InfrastructureError):
     """The result store refused a write (disk full, quota, read-only, file too large): not the
     trial's fault, and retrying cannot help. The search stops with this one line (exit status 1)."""
+
+
+@contextlib.contextmanager
+def store_writes(root: str | Path) -> Iterator[None]:
+    """An OSError on a file under the store ``root`` becomes a :class:`StoreWriteError` naming the
+    file (and the errno's name: ENOSPC); any other error passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        top = os.path.abspath(root)
+        if exc.filename is None or not os.path.abspath(exc.filename).startswith(top + os.sep):
+            raise
+        code = errno.errorcode.get(exc.errno or 0, "")
+        error = StoreWriteError(
+            f"writing to the result store failed: {exc.filename}: {exc.strerror or exc}"
+            + (f" ({code})" if code else "")
+        )
+        raise error from exc
 
 
 ONE_LINE_ERRORS = (InputError, InfrastructureError)

@@ -12,19 +12,16 @@ curves, bundle and metrics, as if it had trained alone.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
-import os
 import secrets
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tcr_pipeline.config import EvaluateParams, TrainParams
-from tcr_pipeline.errors import InputError, StoreWriteError
+from tcr_pipeline.errors import InputError, store_writes
 from tcr_pipeline.metrics import objective_value
 from tcr_pipeline.prepare import Prepared, load_prepared
 from tcr_pipeline.recipe import Fitted, fit_and_save, fit_and_save_population
@@ -114,27 +111,10 @@ def run_trial(
         return finished
     started = time.perf_counter()
     member = Suggestion(trial_id, vals, hyperparams)
-    with _store_writes(store):
+    with store_writes(store.root):
         record = _start(store, run_id, member, batch, train.device)
         fitted = _fit_alone(prepared_dir, train, member, evaluate, store.model_dir(record))
         return _finish(store, record, _outcome(fitted, evaluate), started)
-
-
-@contextlib.contextmanager
-def _store_writes(store: Store) -> Iterator[None]:
-    """An OSError on a file of the store becomes a :class:`StoreWriteError` naming the file."""
-    try:
-        yield
-    except OSError as exc:
-        root = os.path.abspath(store.root)
-        if exc.filename is None or not os.path.abspath(exc.filename).startswith(root + os.sep):
-            raise
-        code = errno.errorcode.get(exc.errno or 0, "")
-        error = StoreWriteError(
-            f"writing to the result store failed: {exc.filename}: {exc.strerror or exc}"
-            + (f" ({code})" if code else "")
-        )
-        raise error from exc
 
 
 def new_batch_id(members: list[Suggestion]) -> str:
@@ -163,7 +143,7 @@ def run_batch(
     A write the store refuses (a full disk…) raises :class:`StoreWriteError` naming the file; the
     batch's unfinished attempts stay unfinished, for a resume to run again.
     """
-    with _store_writes(store):
+    with store_writes(store.root):
         done = {m.trial_id: store.finished_trial(run_id, m.trial_id) for m in members}
         todo = [m for m in members if done[m.trial_id] is None]
         if not vectorise or len(todo) < 2:

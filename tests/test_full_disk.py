@@ -112,3 +112,37 @@ def test_search_on_a_disk_that_fills_stops_with_one_line(
     assert after is not None
     assert after.status == "completed"
     assert all(f is not None and f.status == "ok" for f in finished)  # all four, none lost
+
+
+def test_a_promotion_the_store_cannot_take_stops_with_one_line(tmp_path: Path, small_csv: Path) -> None:
+    """Registration writes each entry's reference profile: on a full disk that is one line naming
+    the file and how to resume, not an OSError's traceback in the promote task's log."""
+    from prefect.logging import disable_run_logger
+
+    from flows.search import promote_task
+    from tcr_pipeline.config import EvaluateParams, PrepareParams
+
+    prepared_dir = tmp_path / "prepared"
+    prepare_dataset(small_csv, PrepareParams(encoding="aligned"), prepared_dir)
+    disk = _tmpfs(tmp_path / "disk", "2m")
+    next(disk)
+    try:
+        store = Store(tmp_path / "disk" / "store")
+        store.write_manifest(RunManifest(run_id="p", max_evals=1, parallelism=1))
+        train = TrainParams(model=ModelParams(kind="small", small_widths=(32, 16)), epochs=1, device="cpu")
+        run_batch(
+            store, "p", "b0000-x", [Suggestion(0, {}, {"lr": 0.01})], prepared_dir, train, EvaluateParams()
+        )
+        filler = tmp_path / "disk" / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)  # fills it
+        with disable_run_logger(), pytest.raises(StoreWriteError) as caught:
+            promote_task.fn(
+                str(store.root), "p", str(prepared_dir), 1, EvaluateParams().model_dump(mode="json")
+            )
+        filler.unlink()
+    finally:
+        next(disk, None)
+    message = str(caught.value)
+    assert message.startswith(f"promotion stopped: writing to the result store failed: {store.root}/")
+    assert "No space left on device (ENOSPC)" in message
+    assert message.endswith("(run p registers and promotes with --run-id p once the store can be written)")
