@@ -14,3 +14,33 @@ pyproject.toml). One module per concern:
 - :mod:`tcr_cli.service_commands`: monitor, dashboard, slurm profiles / script;
 - :mod:`tcr_cli.interruption`: SIGINT / SIGTERM, and what an interrupted command says.
 """
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+
+def _stopped_while_starting(signum: int, frame: object) -> None:
+    sys.stderr.write(f"interrupted by {signal.Signals(signum).name} while starting: nothing was done\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+# The command's imports (torch, pandas, Prefect, Dask) take a second or more before main() installs
+# its handlers (tcr_cli.interruption): a Ctrl-C or SIGTERM then is this one line and exit status
+# 130, not an import's KeyboardInterrupt traceback (SIGINT) or a silent death (SIGTERM). Only when
+# this package is the command (``tcr-pipeline``; ``python -m tcr_cli``, whose package is imported
+# while sys.argv[0] is still "-m"), never when a program or a test imports it.
+_starting: dict[int, Any] = {}
+if sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0] if sys.argv else "") == "tcr-pipeline":
+    _starting = {sig: signal.signal(sig, _stopped_while_starting) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def started() -> None:
+    """The command's own handlers take over: the ones before the imports come back first."""
+    for sig, handler in _starting.items():
+        signal.signal(sig, handler)
+    _starting.clear()

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import typer
 
+import tcr_cli
 from tcr_cli import interruption
 from tcr_cli.model_commands import baseline, evaluate, predict, prepare, show, synth, train, validate
 from tcr_cli.options import console
@@ -52,6 +53,7 @@ def main() -> None:
     # 20 s for it by default, too little on a busy two-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a lab's server
+    tcr_cli.started()
     interruption.state.clear()
     if not _exit_hook:  # registered before Prefect's and Dask's exit handlers: it runs after them
         atexit.register(interruption.ignore_signals_at_exit)
