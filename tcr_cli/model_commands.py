@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +30,7 @@ from tcr_pipeline.bundle import (
     predict_file,
 )
 from tcr_pipeline.data import load_pairs, validate_file
-from tcr_pipeline.errors import InputError
+from tcr_pipeline.errors import InfrastructureError, InputError
 from tcr_pipeline.files import check_output_files, check_output_target, write_json_atomic, write_text_atomic
 from tcr_pipeline.prepare import load_prepared, prepare_dataset
 from tcr_pipeline.recipe import fit_and_save
@@ -226,7 +227,13 @@ def predict(
 
         # logged from the finished output, a chunk at a time, in one transaction: a predict that
         # fails or is interrupted logs nothing, and a million rows need no more memory than a chunk
-        request, logged = log_prediction_file(result_store.root, model, output, "cli", latency_ms)
+        try:
+            request, logged = log_prediction_file(result_store.root, model, output, "cli", latency_ms)
+        except sqlite3.Error as exc:  # its disk full ("disk I/O error"), read-only, locked: one line
+            raise InfrastructureError(
+                f"{log_path}: the query log was not written ({exc}; is its disk full or read-only?); "
+                f"nothing was logged, the scores are in {output}"
+            ) from None
         out.print(f"logged {logged} rows (request {request}) → {log_path}", markup=False)
 
 

@@ -146,3 +146,34 @@ def test_a_promotion_the_store_cannot_take_stops_with_one_line(tmp_path: Path, s
     assert message.startswith(f"promotion stopped: writing to the result store failed: {store.root}/")
     assert "No space left on device (ENOSPC)" in message
     assert message.endswith("(run p registers and promotes with --run-id p once the store can be written)")
+
+
+def test_predict_log_on_a_full_disk_is_one_line(
+    tmp_path: Path, tiny_bundle: Path, small_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite says only "disk I/O error" (its WAL cannot grow): one line naming the log, where the
+    scores are, and nothing logged, not sqlite3's traceback."""
+    from cli_fixtures import invoke_main
+
+    from tcr_pipeline.store import count_queries
+
+    monkeypatch.delenv("TCR_QUERY_LOG", raising=False)
+    disk = _tmpfs(tmp_path / "disk", "4m")
+    store = next(disk) / "store"
+    store.mkdir()
+    scores = tmp_path / "scores.csv"
+    args = ("predict", small_csv, "-o", scores, "--model", tiny_bundle, "--store", store, "--log")
+    try:
+        assert invoke_main(args, tmp_path).code == 0  # the log exists, with one request
+        subprocess.run(["dd", "if=/dev/zero", f"of={store.parent / 'filler'}", "bs=64k"], capture_output=True)
+        full = invoke_main(args, tmp_path)
+        (store.parent / "filler").unlink()
+        logged = count_queries(store)
+    finally:
+        next(disk, None)
+    assert full.code == 1, full.output
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {store}/queries.sqlite: the query log was not written (disk I/O error;")
+    assert last.endswith(f"nothing was logged, the scores are in {scores}")
+    assert "Traceback" not in full.output
+    assert logged == 560  # the first request only: the refused one left no rows
