@@ -17,6 +17,7 @@ pyproject.toml). One module per concern:
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -33,9 +34,11 @@ def _stopped_while_starting(signum: int, frame: object) -> None:
 # its handlers (tcr_cli.interruption): a Ctrl-C or SIGTERM then is this one line and exit status
 # 130, not an import's KeyboardInterrupt traceback (SIGINT) or a silent death (SIGTERM). Only when
 # this package is the command (``tcr-pipeline``; ``python -m tcr_cli``, whose package is imported
-# while sys.argv[0] is still "-m"), never when a program or a test imports it.
+# while sys.argv[0] is still "-m"), never when a program or a test imports it, nor in a process
+# spawned by the command (Dask's workers re-run the console script with its argv).
 _starting: dict[int, Any] = {}
-if sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0] if sys.argv else "") == "tcr-pipeline":
+_command = sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0] if sys.argv else "") == "tcr-pipeline"
+if _command and multiprocessing.current_process().name == "MainProcess":
     _starting = {sig: signal.signal(sig, _stopped_while_starting) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 

@@ -57,3 +57,24 @@ def test_importing_the_package_leaves_the_handlers_alone() -> None:
         check=True,
     )
     assert shown.stdout.strip() == str(signal.SIG_DFL)  # as this Python prints it
+
+
+def test_a_process_the_command_spawns_keeps_the_default_handlers(tmp_path: Path) -> None:
+    """Dask's workers are spawned: they re-run the console script, with its argv, to import what
+    the command's main module defines; the start-up handler (os._exit with a line) is not theirs."""
+    script = tmp_path / "tcr-pipeline"  # named as the console script
+    script.write_text(
+        "import multiprocessing, signal\n"
+        "import tcr_cli\n"
+        "def show():\n"
+        "    print('child', signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, flush=True)\n"
+        "if __name__ == '__main__':\n"
+        "    print('command', signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, flush=True)\n"
+        "    child = multiprocessing.get_context('spawn').Process(target=show)\n"
+        "    child.start()\n"
+        "    child.join()\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, str(script)], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert shown.stdout.split("\n")[:2] == ["command True", "child True"], shown.stderr
