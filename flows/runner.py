@@ -239,8 +239,9 @@ def _runner_key(profile: ClusterProfile, parallelism: int, run_id: str | None) -
 
 def early_start_pays(profile: ClusterProfile, parallelism: int) -> bool:
     """Whether starting the cluster beside the flow's own work can shorten the way to the first
-    trial: a ``local`` cluster on a machine with a core for each starting worker process and one
-    for the flow (bench/README.md: on two busy cores the overlap only made both sides slower).
+    trial: a ``local`` cluster on a machine with a core for each starting worker process and two
+    more, for the flow and the scheduler (bench/README.md: on two busy cores the overlap only made
+    both sides slower).
     A SLURM cluster's start here is its scheduler only; its jobs are submitted when it is adopted."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return profile.kind == "local" and cores >= parallelism + 2
