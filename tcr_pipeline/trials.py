@@ -16,9 +16,9 @@ import functools
 import secrets
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tcr_pipeline.config import EvaluateParams, TrainParams
 from tcr_pipeline.errors import InputError, store_writes
@@ -31,6 +31,8 @@ from tcr_pipeline.training import TrainingError
 
 # what training may raise for one trial: recorded as a failed trial (torch's OOM is a RuntimeError)
 TRIAL_ERRORS = (TrainingError, RuntimeError, ValueError, InputError)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,6 +91,21 @@ def _finish(store: Store, record: TrialRecord, update: dict[str, Any], started: 
     return record
 
 
+def _guarding_store_writes(
+    function: Callable[Concatenate[Store, P], R],
+) -> Callable[Concatenate[Store, P], R]:
+    """``function(store, …)`` with an OSError on a file of ``store`` raised as a
+    :class:`StoreWriteError` naming it (:func:`~tcr_pipeline.errors.store_writes`)."""
+
+    @functools.wraps(function)
+    def guarded(store: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with store_writes(store.root):
+            return function(store, *args, **kwargs)
+
+    return guarded
+
+
+@_guarding_store_writes
 def run_trial(
     store: Store,
     run_id: str,
@@ -111,10 +128,9 @@ def run_trial(
         return finished
     started = time.perf_counter()
     member = Suggestion(trial_id, vals, hyperparams)
-    with store_writes(store.root):
-        record = _start(store, run_id, member, batch, train.device)
-        fitted = _fit_alone(prepared_dir, train, member, evaluate, store.model_dir(record))
-        return _finish(store, record, _outcome(fitted, evaluate), started)
+    record = _start(store, run_id, member, batch, train.device)
+    fitted = _fit_alone(prepared_dir, train, member, evaluate, store.model_dir(record))
+    return _finish(store, record, _outcome(fitted, evaluate), started)
 
 
 def new_batch_id(members: list[Suggestion]) -> str:
@@ -122,6 +138,7 @@ def new_batch_id(members: list[Suggestion]) -> str:
     return f"b{members[0].trial_id:04d}-{secrets.token_hex(3)}"
 
 
+@_guarding_store_writes
 def run_batch(
     store: Store,
     run_id: str,
@@ -143,29 +160,27 @@ def run_batch(
     A write the store refuses (a full disk…) raises :class:`StoreWriteError` naming the file; the
     batch's unfinished attempts stay unfinished, for a resume to run again.
     """
-    with store_writes(store.root):
-        done = {m.trial_id: store.finished_trial(run_id, m.trial_id) for m in members}
-        todo = [m for m in members if done[m.trial_id] is None]
-        if not vectorise or len(todo) < 2:
-            for m in todo:
-                done[m.trial_id] = run_trial(store, run_id, *m, prepared_dir, train, evaluate, batch)
-            return [record for record in done.values() if record is not None]
-        started = time.perf_counter()
-        records = [_start(store, run_id, m, batch, train.device) for m in todo]
-        out_dirs = [store.model_dir(r) for r in records]
-        fitted: Sequence[Fitted | BaseException]
-        try:
-            prepared = prepared_for_worker(prepared_dir)
-            trains = [apply_hyperparams(train, m.hyperparams) for m in todo]
-            fitted = fit_and_save_population(prepared, trains, evaluate, out_dirs)
-        except TRIAL_ERRORS:  # the population as a whole (e.g. out of memory): each member alone
-            fitted = [
-                _fit_alone(prepared_dir, train, m, evaluate, out)
-                for m, out in zip(todo, out_dirs, strict=True)
-            ]
-        for record, outcome in zip(records, fitted, strict=True):
-            done[record.trial_id] = _finish(store, record, _outcome(outcome, evaluate), started)
+    done = {m.trial_id: store.finished_trial(run_id, m.trial_id) for m in members}
+    todo = [m for m in members if done[m.trial_id] is None]
+    if not vectorise or len(todo) < 2:
+        for m in todo:
+            done[m.trial_id] = run_trial(store, run_id, *m, prepared_dir, train, evaluate, batch)
         return [record for record in done.values() if record is not None]
+    started = time.perf_counter()
+    records = [_start(store, run_id, m, batch, train.device) for m in todo]
+    out_dirs = [store.model_dir(r) for r in records]
+    fitted: Sequence[Fitted | BaseException]
+    try:
+        prepared = prepared_for_worker(prepared_dir)
+        trains = [apply_hyperparams(train, m.hyperparams) for m in todo]
+        fitted = fit_and_save_population(prepared, trains, evaluate, out_dirs)
+    except TRIAL_ERRORS:  # the population as a whole (e.g. out of memory): each member alone
+        fitted = [
+            _fit_alone(prepared_dir, train, m, evaluate, out) for m, out in zip(todo, out_dirs, strict=True)
+        ]
+    for record, outcome in zip(records, fitted, strict=True):
+        done[record.trial_id] = _finish(store, record, _outcome(outcome, evaluate), started)
+    return [record for record in done.values() if record is not None]
 
 
 def _fit_alone(
